@@ -1,0 +1,272 @@
+//! Validation: turns a `RawConfig` into a `Config`, reporting every problem with its key path.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Config, ConfigError, ConfigSource, Job, JobKind, Problem, RawConfig, RawJob, RawS3, Storage,
+};
+use crate::codec::Compression;
+use crate::pg::ConnInfo;
+use crate::store::S3Settings;
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, ConfigError> {
+    let mut problems = Problems(Vec::new());
+    let storage = Storage {
+        url: raw.storage.url.clone(),
+        s3: s3_settings(&raw.storage.s3, &mut problems),
+    };
+    check_storage_url(&storage.url, &mut problems);
+
+    if raw.jobs.is_empty() {
+        problems.add("jobs", "no job is defined; add a [jobs.NAME] section");
+    }
+    let mut jobs = BTreeMap::new();
+    for (name, job) in raw.jobs {
+        if let Some(job) = validate_job(&name, job, &mut problems) {
+            jobs.insert(name, job);
+        }
+    }
+    if problems.0.is_empty() {
+        Ok(Config {
+            storage,
+            jobs,
+            source,
+        })
+    } else {
+        Err(ConfigError::Invalid {
+            problems: problems.0,
+        })
+    }
+}
+
+fn check_storage_url(url: &str, problems: &mut Problems) {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            problems.add("storage.url", "a file:// URL needs a directory, e.g. file:///var/lib/pgkeep");
+        }
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().unwrap_or("").is_empty() {
+            problems.add("storage.url", "an s3:// URL needs a bucket, e.g. s3://my-bucket/prefix");
+        }
+    } else {
+        problems.add(
+            "storage.url",
+            format!("'{url}' is not a storage URL; use file:///path or s3://bucket/prefix"),
+        );
+    }
+}
+
+fn s3_settings(raw: &RawS3, problems: &mut Problems) -> S3Settings {
+    if let Some(endpoint) = &raw.endpoint
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        problems.add(
+            "storage.s3.endpoint",
+            format!("'{endpoint}' must start with http:// or https://"),
+        );
+    }
+    if !(5..=5120).contains(&raw.part_size_mib) {
+        problems.add(
+            "storage.s3.part_size_mib",
+            "must be between 5 and 5120 (S3's part size limits)",
+        );
+    }
+    if !(1..=64).contains(&raw.parts_in_flight) {
+        problems.add("storage.s3.parts_in_flight", "must be between 1 and 64");
+    }
+    if !(1..=20).contains(&raw.max_attempts) {
+        problems.add("storage.s3.max_attempts", "must be between 1 and 20");
+    }
+    S3Settings {
+        endpoint: raw.endpoint.clone(),
+        region: raw.region.clone(),
+        force_path_style: raw.force_path_style,
+        request_checksums: raw.request_checksums,
+        part_size: raw.part_size_mib * 1024 * 1024,
+        parts_in_flight: raw.parts_in_flight.clamp(1, 64) as usize,
+        max_attempts: raw.max_attempts.clamp(1, 20) as u32,
+    }
+}
+
+fn validate_job(name: &str, raw: RawJob, problems: &mut Problems) -> Option<Job> {
+    let at = |key: &str| format!("jobs.{name}.{key}");
+    let before = problems.0.len();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        problems.add(
+            format!("jobs.{name}"),
+            "job names may contain only letters, digits, '-' and '_'",
+        );
+    }
+    let kind = match raw.kind.as_str() {
+        "dump" => Some(JobKind::Dump),
+        "export" => {
+            problems.add(
+                at("kind"),
+                "\"export\" jobs are not supported by this version of pgkeep; use \"dump\"",
+            );
+            None
+        }
+        other => {
+            problems.add(at("kind"), format!("unknown kind '{other}'; use \"dump\""));
+            None
+        }
+    };
+    if let Err(e) = ConnInfo::parse(&raw.database) {
+        problems.add(at("database"), e.to_string());
+    }
+    if let Some(pf) = &raw.password_file
+        && let Err(e) = std::fs::metadata(pf)
+    {
+        problems.add(
+            at("password_file"),
+            format!("cannot read {}: {e}", pf.display()),
+        );
+    }
+    let compression = match raw.compression.parse::<Compression>() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            problems.add(at("compression"), e);
+            None
+        }
+    };
+    if let Some(schedule) = &raw.schedule
+        && let Err(e) = check_schedule(schedule)
+    {
+        problems.add(at("schedule"), e);
+    }
+    if let Some(r) = &raw.retention {
+        let all = [
+            r.keep_last,
+            r.keep_hourly,
+            r.keep_daily,
+            r.keep_weekly,
+            r.keep_monthly,
+            r.keep_yearly,
+        ];
+        if all.iter().all(|v| v.unwrap_or(0) == 0) {
+            problems.add(
+                at("retention"),
+                "a retention policy must keep something: set at least one keep_* above 0",
+            );
+        }
+    }
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Job {
+        name: name.to_string(),
+        kind: kind?,
+        database: raw.database,
+        password_file: raw.password_file,
+        schedule: raw.schedule,
+        compression: compression?,
+        pg_bin_dir: raw.pg_bin_dir,
+        globals: raw.globals,
+        retention: raw.retention,
+    })
+}
+
+/// Checks the shape of a 6-field cron expression (sec min hour day-of-month month day-of-week).
+fn check_schedule(s: &str) -> Result<(), String> {
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(format!(
+            "'{s}' has {} fields; a schedule has 6: sec min hour day-of-month month day-of-week (e.g. \"0 0 3 * * *\")",
+            fields.len()
+        ));
+    }
+    for f in fields {
+        if !f
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*/,-?#L".contains(c))
+        {
+            return Err(format!("'{s}': field '{f}' is not a cron field"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(f: impl FnOnce(&mut RawJob)) -> RawConfig {
+        let mut j = RawJob {
+            kind: "dump".into(),
+            compression: "gzip".into(),
+            globals: true,
+            ..RawJob::default()
+        };
+        f(&mut j);
+        RawConfig {
+            jobs: [("nightly".to_string(), j)].into(),
+            ..RawConfig::default()
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let mut raw = job(|j| {
+            j.compression = "zip".into();
+            j.schedule = Some("0 3 * * *".into());
+            j.kind = "export".into();
+        });
+        raw.storage.url = "ftp://x".into();
+        raw.storage.s3.part_size_mib = 1;
+        let Err(ConfigError::Invalid { problems }) = validate(raw, ConfigSource::Defaults) else {
+            panic!("expected invalid");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "storage.url",
+            "storage.s3.part_size_mib",
+            "jobs.nightly.kind",
+            "jobs.nightly.compression",
+            "jobs.nightly.schedule",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn retention_that_keeps_nothing_is_refused() {
+        let raw = job(|j| j.retention = Some(super::super::RawRetention::default()));
+        let err = validate(raw, ConfigSource::Defaults).unwrap_err().to_string();
+        assert!(err.contains("jobs.nightly.retention"), "{err}");
+    }
+
+    #[test]
+    fn bad_job_names_are_refused() {
+        let mut raw = job(|_| {});
+        let j = raw.jobs.remove("nightly").unwrap();
+        raw.jobs.insert("a/b".into(), j);
+        let err = validate(raw, ConfigSource::Defaults).unwrap_err().to_string();
+        assert!(err.contains("jobs.a/b"), "{err}");
+    }
+
+    #[test]
+    fn a_good_job_validates() {
+        let raw = job(|j| {
+            j.database = "postgres://u@h:5432/app?sslmode=verify-full".into();
+            j.schedule = Some("0 0 3 * * *".into());
+            j.compression = "gzip:9".into();
+        });
+        let cfg = validate(raw, ConfigSource::Defaults).unwrap();
+        assert_eq!(cfg.jobs["nightly"].compression, Compression::Gzip(9));
+    }
+}

@@ -1,0 +1,422 @@
+//! libpq connection strings: URL and `key=value` forms, PG* environment defaults, and the
+//! environment handed to pg_dump/pg_restore so no secret ever appears on a command line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Parameters pgkeep understands, with the PG* variable libpq reads for each.
+const PARAMS: &[(&str, &str)] = &[
+    ("host", "PGHOST"),
+    ("hostaddr", "PGHOSTADDR"),
+    ("port", "PGPORT"),
+    ("dbname", "PGDATABASE"),
+    ("user", "PGUSER"),
+    ("password", "PGPASSWORD"),
+    ("passfile", "PGPASSFILE"),
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("application_name", "PGAPPNAME"),
+    ("options", "PGOPTIONS"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("keepalives", ""),
+    ("keepalives_idle", ""),
+];
+
+/// A malformed connection string. The message never contains the password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid connection string: {0}")]
+pub struct ConnInfoError(pub String);
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Result<SslMode, ConnInfoError> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(ConnInfoError(format!(
+                    "sslmode '{other}' is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )));
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Connection parameters as written by the user, before PG* defaults are applied.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ConnInfo {
+    params: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnInfo({self})")
+    }
+}
+
+/// Shows the parameters with any password masked, for logs and messages.
+impl fmt::Display for ConnInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| {
+                if k == "password" {
+                    format!("{k}=********")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        f.write_str(&parts.join(" "))
+    }
+}
+
+impl ConnInfo {
+    /// Parses a `postgres://` / `postgresql://` URL or a `key=value ...` string; the empty
+    /// string is valid and means "everything from the PG* environment".
+    ///
+    /// # Errors
+    /// `ConnInfoError` for syntax errors and unknown parameters.
+    pub fn parse(s: &str) -> Result<ConnInfo, ConnInfoError> {
+        let s = s.trim();
+        let params = if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            parse_url(s)?
+        } else {
+            parse_keywords(s)?
+        };
+        for key in params.keys() {
+            if !PARAMS.iter().any(|(k, _)| k == key) {
+                return Err(ConnInfoError(format!("unknown parameter '{key}'")));
+            }
+        }
+        if let Some(mode) = params.get("sslmode") {
+            SslMode::parse(mode)?;
+        }
+        Ok(ConnInfo { params })
+    }
+
+    /// A parameter as written (not defaulted).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
+    }
+
+    /// Sets a parameter, e.g. to point the same server at another database.
+    pub fn set(&mut self, key: &str, value: impl Into<String>) {
+        self.params.insert(key.to_string(), value.into());
+    }
+
+    /// Removes a parameter.
+    pub fn remove(&mut self, key: &str) {
+        self.params.remove(key);
+    }
+
+    /// Fills every unset parameter from the PG* variables in `env`, as libpq does.
+    pub fn with_env_defaults(&self, env: &dyn Fn(&str) -> Option<String>) -> ConnInfo {
+        let mut params = self.params.clone();
+        for (key, var) in PARAMS {
+            if var.is_empty() || params.contains_key(*key) {
+                continue;
+            }
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                params.insert((*key).to_string(), v);
+            }
+        }
+        ConnInfo { params }
+    }
+
+    /// The effective sslmode (libpq's default is `prefer`).
+    pub fn sslmode(&self) -> SslMode {
+        self.get("sslmode")
+            .and_then(|m| SslMode::parse(m).ok())
+            .unwrap_or(SslMode::Prefer)
+    }
+
+    /// The environment for a libpq client program (pg_dump, pg_restore, psql) connecting
+    /// with these parameters: every PG* variable set explicitly, so nothing inherited
+    /// leaks in and no secret needs to go on the command line.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        PARAMS
+            .iter()
+            .filter(|(_, var)| !var.is_empty())
+            .filter_map(|(key, var)| {
+                self.params
+                    .get(*key)
+                    .map(|v| ((*var).to_string(), v.clone()))
+            })
+            .collect()
+    }
+}
+
+/// Every PG* variable a libpq child could read; removed from the inherited environment.
+pub fn libpq_env_vars() -> impl Iterator<Item = &'static str> {
+    PARAMS
+        .iter()
+        .map(|(_, var)| *var)
+        .filter(|v| !v.is_empty())
+        .chain([
+            "PGSERVICE",
+            "PGSERVICEFILE",
+            "PGSSLCRL",
+            "PGREQUIRESSL",
+            "PGGSSENCMODE",
+            "PGKRBSRVNAME",
+            "PGSSLNEGOTIATION",
+            "PGCHANNELBINDING",
+        ])
+}
+
+fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
+    let mut params = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return Err(ConnInfoError(format!(
+                "missing '=' after '{key}' (expected key=value pairs or a postgres:// URL)"
+            )));
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => {
+                        return Err(ConnInfoError(format!(
+                            "unterminated quoted value for '{key}'"
+                        )));
+                    }
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(ConnInfoError("trailing backslash".into())),
+                    },
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    if let Some(n) = chars.next() {
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
+    let rest = s
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| ConnInfoError("bad URL".into()))?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (rest, None),
+    };
+    let mut params = BTreeMap::new();
+    let hostport = match authority.rsplit_once('@') {
+        Some((userinfo, hp)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            if !user.is_empty() {
+                params.insert("user".into(), decode(user)?);
+            }
+            if let Some(p) = password {
+                params.insert("password".into(), decode(p)?);
+            }
+            hp
+        }
+        None => authority,
+    };
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for hp in hostport.split(',').filter(|h| !h.is_empty()) {
+        let (host, port) = if let Some(v6) = hp.strip_prefix('[') {
+            let (h, tail) = v6
+                .split_once(']')
+                .ok_or_else(|| ConnInfoError("unterminated '[' in host".into()))?;
+            (h.to_string(), tail.strip_prefix(':').map(str::to_string))
+        } else {
+            match hp.rsplit_once(':') {
+                Some((h, p)) => (decode(h)?, Some(p.to_string())),
+                None => (decode(hp)?, None),
+            }
+        };
+        if let Some(p) = &port
+            && p.parse::<u16>().is_err()
+        {
+            return Err(ConnInfoError(format!("invalid port '{p}'")));
+        }
+        hosts.push(host);
+        ports.push(port.unwrap_or_default());
+    }
+    if !hosts.is_empty() && hosts.iter().any(|h| !h.is_empty()) {
+        params.insert("host".into(), hosts.join(","));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.insert("port".into(), ports.join(","));
+    }
+    if let Some(db) = path.filter(|p| !p.is_empty()) {
+        params.insert("dbname".into(), decode(db)?);
+    }
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| ConnInfoError(format!("query parameter '{pair}' has no '='")))?;
+        params.insert(decode(k)?, decode(v)?);
+    }
+    Ok(params)
+}
+
+fn decode(s: &str) -> Result<String, ConnInfoError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ConnInfoError("invalid percent-encoding".into()))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ConnInfoError("percent-encoding is not UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let c = ConnInfo::parse(
+            "postgres://bob:s%40cret@db.example:6543/app%20db?sslmode=verify-full&sslrootcert=/ca.pem",
+        )
+        .unwrap();
+        assert_eq!(c.get("user"), Some("bob"));
+        assert_eq!(c.get("password"), Some("s@cret"));
+        assert_eq!(c.get("host"), Some("db.example"));
+        assert_eq!(c.get("port"), Some("6543"));
+        assert_eq!(c.get("dbname"), Some("app db"));
+        assert_eq!(c.sslmode(), SslMode::VerifyFull);
+        assert_eq!(c.get("sslrootcert"), Some("/ca.pem"));
+    }
+
+    #[test]
+    fn parses_socket_and_ipv6_urls() {
+        let c = ConnInfo::parse("postgresql://%2Fvar%2Frun%2Fpostgresql/app").unwrap();
+        assert_eq!(c.get("host"), Some("/var/run/postgresql"));
+        let c = ConnInfo::parse("postgresql://[::1]:5433/app").unwrap();
+        assert_eq!(c.get("host"), Some("::1"));
+        assert_eq!(c.get("port"), Some("5433"));
+        let c = ConnInfo::parse("postgresql:///app?host=/tmp").unwrap();
+        assert_eq!(c.get("host"), Some("/tmp"));
+    }
+
+    #[test]
+    fn parses_keyword_strings() {
+        let c = ConnInfo::parse("host=h port=1 dbname='my \\'db\\'' user = u password=p\\ q")
+            .unwrap();
+        assert_eq!(c.get("dbname"), Some("my 'db'"));
+        assert_eq!(c.get("user"), Some("u"));
+        assert_eq!(c.get("password"), Some("p q"));
+        assert!(ConnInfo::parse("host").is_err());
+        assert!(ConnInfo::parse("dbname='x").is_err());
+        assert!(ConnInfo::parse("bogus=1").is_err());
+        assert!(ConnInfo::parse("sslmode=maybe").is_err());
+        assert_eq!(ConnInfo::parse("").unwrap(), ConnInfo::default());
+    }
+
+    #[test]
+    fn display_masks_the_password() {
+        let c = ConnInfo::parse("postgres://u:hunter2@h/db").unwrap();
+        let shown = format!("{c} {c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn env_defaults_fill_only_unset_params() {
+        let c = ConnInfo::parse("dbname=app").unwrap();
+        let env = |k: &str| match k {
+            "PGDATABASE" => Some("other".to_string()),
+            "PGHOST" => Some("h".to_string()),
+            _ => None,
+        };
+        let d = c.with_env_defaults(&env);
+        assert_eq!(d.get("dbname"), Some("app"));
+        assert_eq!(d.get("host"), Some("h"));
+        let child: BTreeMap<_, _> = d.child_env().into_iter().collect();
+        assert_eq!(child.get("PGDATABASE").map(String::as_str), Some("app"));
+        assert_eq!(child.get("PGHOST").map(String::as_str), Some("h"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Restores: plan (resolve the backup, check the target) then apply (pg_restore).
+
+mod dump;
+
+use std::time::Duration;
+
+use crate::manifest::{Manifest, ObjectEntry};
+use crate::pg::{self, PgError, Target};
+use crate::source::SourceError;
+use crate::store::{ObjectStore, StoreError};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// libpq conninfo of the target database.
+    pub target: String,
+    /// Parallel pg_restore jobs; above 1 the dump is staged to a local temp file first.
+    pub jobs: u32,
+    /// Drop the backup's objects in the target before recreating them.
+    pub clean: bool,
+    /// Create the target database when it does not exist.
+    pub create: bool,
+    /// Skip ownership commands (for a target without the source's roles).
+    pub no_owner: bool,
+    /// Where `--jobs` > 1 stages the dump; the system temp dir when `None`.
+    pub staging_dir: Option<std::path::PathBuf>,
+}
+
+/// Errors of a restore; none of them leaves a silently half-restored database behind
+/// when it is detected before pg_restore commits.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Damaged(std::io::Error),
+    #[error(
+        "target database '{database}' is not empty (it has {examples}); refusing to overwrite it without --clean"
+    )]
+    TargetNotEmpty { database: String, examples: String },
+    #[error("target database '{database}' does not exist; create it or pass --create")]
+    MissingDatabase { database: String },
+    #[error("backup {id} of job '{job}' has no {role} object")]
+    MissingObject {
+        id: String,
+        job: String,
+        role: &'static str,
+    },
+    #[error("backup {id} is a '{kind}' backup, which this version of pgkeep cannot restore")]
+    UnsupportedKind { id: String, kind: String },
+}
+
+/// A checked restore, ready to apply.
+#[derive(Debug)]
+pub struct RestorePlan {
+    pub manifest: Manifest,
+    pub target: Target,
+    pub object: ObjectEntry,
+    pub create_database: bool,
+    pub options: RestoreOptions,
+}
+
+/// What a finished restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub job: String,
+    pub database: String,
+    pub raw_bytes: u64,
+    pub duration: Duration,
+}
+
+/// Checks everything that can be checked without changing anything: the backup has a dump,
+/// the target exists (or may be created) and is empty (or `--clean` was given).
+///
+/// # Errors
+/// `RestoreError` saying what is wrong; nothing has been changed.
+pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<RestorePlan, RestoreError> {
+    if manifest.kind != "dump" {
+        return Err(RestoreError::UnsupportedKind {
+            id: manifest.id.clone(),
+            kind: manifest.kind.clone(),
+        });
+    }
+    let object = manifest
+        .object("dump")
+        .cloned()
+        .ok_or_else(|| RestoreError::MissingObject {
+            id: manifest.id.clone(),
+            job: manifest.job.clone(),
+            role: "dump",
+        })?;
+    let target = Target::resolve(&options.target, None)?;
+    let mut create_database = false;
+    match target.connect().await {
+        Ok(client) => {
+            let found = pg::user_relations(&client, &target, 5).await?;
+            if !found.is_empty() && !options.clean {
+                return Err(RestoreError::TargetNotEmpty {
+                    database: target.dbname().to_string(),
+                    examples: found.join(", "),
+                });
+            }
+        }
+        Err(e) if e.is_missing_database() && options.create => create_database = true,
+        Err(e) if e.is_missing_database() => {
+            return Err(RestoreError::MissingDatabase {
+                database: target.dbname().to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(RestorePlan {
+        manifest,
+        target,
+        object,
+        create_database,
+        options,
+    })
+}
+
+/// Carries out a plan.
+///
+/// # Errors
+/// `RestoreError`; with `--jobs 1` a damaged object is detected before pg_restore can commit,
+/// and its single transaction is rolled back.
+pub async fn apply(store: &dyn ObjectStore, plan: RestorePlan) -> Result<RestoreReport, RestoreError> {
+    let started = std::time::Instant::now();
+    if plan.create_database {
+        create_database(&plan.target).await?;
+    }
+    let raw_bytes = dump::apply(store, &plan).await?;
+    Ok(RestoreReport {
+        backup: plan.manifest.id.clone(),
+        job: plan.manifest.job.clone(),
+        database: plan.target.dbname().to_string(),
+        raw_bytes,
+        duration: started.elapsed(),
+    })
+}
+
+/// Creates the target database from template0 (a clean slate, as pg_dump output expects),
+/// through the server's `postgres` database, or `template1` when that is missing.
+async fn create_database(target: &Target) -> Result<(), RestoreError> {
+    let mut last = None;
+    for maintenance in ["postgres", "template1"] {
+        let admin = target.with_dbname(maintenance);
+        match admin.connect().await {
+            Ok(client) => {
+                let sql = format!(
+                    "CREATE DATABASE {} TEMPLATE template0",
+                    pg::quote_ident(target.dbname())
+                );
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| PgError::Query {
+                        what: "CREATE DATABASE",
+                        target: admin.describe(),
+                        reason: pg::describe_error(&e),
+                    })?;
+                tracing::info!(database = %target.dbname(), "created the target database");
+                return Ok(());
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried at least once").into())
+}

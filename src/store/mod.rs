@@ -1,0 +1,173 @@
+//! Object storage: the narrow `ObjectStore` trait and its local-directory and S3 implementations.
+
+mod local;
+mod s3;
+
+use std::fmt;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use tokio::io::AsyncRead;
+
+pub use local::LocalStore;
+pub use s3::S3Store;
+
+/// How to reach an S3-compatible store. Credentials always come from the standard AWS chain
+/// (environment, shared files, instance or container roles), never from pgkeep's own config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// Custom endpoint for S3-compatible stores (`http://127.0.0.1:3900`); `None` means AWS.
+    pub endpoint: Option<String>,
+    /// Signing region; `None` falls back to the AWS chain, then `us-east-1`.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-host style.
+    pub force_path_style: bool,
+    /// Send the SDK's optional request checksums; some stores (R2, B2) reject them.
+    pub request_checksums: bool,
+    /// First multipart part size in bytes (at least 5 MiB); later parts grow so that
+    /// a stream of several TiB stays under 10,000 parts.
+    pub part_size: u64,
+    /// Parts uploaded concurrently; memory use is about `(parts_in_flight + 1) * part size`.
+    pub parts_in_flight: usize,
+    /// Attempts per request, the first included, for transient errors (5xx, throttling, resets).
+    pub max_attempts: u32,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: None,
+            region: None,
+            force_path_style: false,
+            request_checksums: true,
+            part_size: 8 * 1024 * 1024,
+            parts_in_flight: 4,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// A readable byte stream, as handed to `put` and returned by `get`.
+pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// What a listing or a `head` reports about one stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full key, relative to the store's root (its prefix is not included).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, when the store reports one.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Errors of a store operation. Variants name the object or location that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object not found: {key}")]
+    NotFound { key: String },
+    #[error("bucket '{bucket}' does not exist")]
+    NoSuchBucket { bucket: String },
+    #[error("access denied to {location}: {reason}")]
+    AccessDenied { location: String, reason: String },
+    #[error("cannot reach the store at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("reading the data to upload for {key} failed: {source}")]
+    Source {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage I/O on {location} failed: {source}")]
+    Io {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 {operation} on {key} failed: {reason}")]
+    S3 {
+        operation: &'static str,
+        key: String,
+        reason: String,
+        retryable: bool,
+    },
+    #[error("invalid storage URL '{url}': {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed (network trouble, throttling, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } => true,
+            StoreError::S3 { retryable, .. } => *retryable,
+            StoreError::Io { source, .. } | StoreError::Source { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// A place where backups live. Keys are `/`-separated paths relative to the store's root;
+/// implementations map them onto their own prefix.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    /// Stores the whole of `body` under `key` and returns the number of bytes stored.
+    ///
+    /// The object becomes visible only once complete: if `body` fails, or the upload fails,
+    /// nothing is left under `key` (a multipart upload is aborted, a temp file removed).
+    async fn put(&self, key: &str, body: ByteReader) -> Result<u64, StoreError>;
+
+    /// Opens the object for streaming reads.
+    async fn get(&self, key: &str) -> Result<ByteReader, StoreError>;
+
+    /// The object's metadata, or `None` when there is no object under `key`.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, in lexicographic key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Removes the object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// A human-readable location for messages (`file:///var/lib/pgkeep`, `s3://bucket/prefix`).
+    fn describe(&self) -> String;
+}
+
+/// Opens the store named by a storage URL: `file://PATH` or `s3://BUCKET[/PREFIX]`.
+///
+/// # Errors
+/// `StoreError::InvalidUrl` for an unknown scheme or a malformed URL.
+pub async fn open(url: &str, s3: &S3Settings) -> Result<Box<dyn ObjectStore>, StoreError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: "no directory after file://".into(),
+            });
+        }
+        return Ok(Box::new(LocalStore::new(path)));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        if bucket.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.to_string(),
+                reason: "no bucket after s3://".into(),
+            });
+        }
+        return Ok(Box::new(S3Store::new(bucket, prefix, s3).await?));
+    }
+    Err(StoreError::InvalidUrl {
+        url: url.to_string(),
+        reason: "the scheme must be file:// or s3://".into(),
+    })
+}

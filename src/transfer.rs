@@ -1,0 +1,383 @@
+//! Moving bytes between a stream and the store: compress + sha256 on the way in (on a
+//! blocking thread, through a small bounded channel), verify + decompress on the way out.
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::codec::Compression;
+use crate::store::{ObjectStore, StoreError};
+
+/// Size of the chunks handed to the store, and of reads from the source.
+const CHUNK: usize = 256 * 1024;
+/// Chunks buffered between the compressor and the uploader: bounds memory, gives overlap.
+const CHANNEL_DEPTH: usize = 4;
+
+/// What was stored for one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+}
+
+/// Why an upload failed, by stage.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The producer of the data failed (pg_dump exited non-zero, was killed...).
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("the source produced no data")]
+    Empty,
+    #[error("compression failed: {0}")]
+    Compress(io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Compresses `input` with `compression` and stores it under `key`. The object is only
+/// completed if `verdict` (typically: the producing process exited 0) succeeds and the input
+/// was not empty; otherwise the upload is abandoned and nothing is left under `key`.
+///
+/// # Errors
+/// The first failing stage, source first: a failed producer explains a broken store stream,
+/// not the other way round.
+pub async fn upload<R, V>(
+    store: &dyn ObjectStore,
+    key: &str,
+    input: R,
+    compression: Compression,
+    verdict: V,
+) -> Result<Stored, UploadError>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    V: Future<Output = Result<(), crate::source::SourceError>>,
+{
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
+    let bridge = SyncIoBridge::new(input);
+    let producer = tokio::task::spawn_blocking(move || {
+        compress_stream(bridge, compression, &tx, verdict_rx)
+    });
+    let body = Box::pin(StreamReader::new(ReceiverStream::new(rx)));
+    let put = store.put(key, body);
+    let judge = async {
+        let v = verdict.await;
+        let _ = verdict_tx.send(v.is_ok());
+        v
+    };
+    let (put_result, verdict_result) = tokio::join!(put, judge);
+    let compressed = producer
+        .await
+        .unwrap_or_else(|e| Err(ProduceError::Io(io::Error::other(e.to_string()))));
+    verdict_result?;
+    let (raw_bytes, stored_bytes, sha256) = match compressed {
+        Ok(v) => v,
+        Err(ProduceError::Empty) => return Err(UploadError::Empty),
+        Err(ProduceError::Abandoned) => {
+            return Err(put_result.err().map_or(UploadError::Empty, UploadError::Store));
+        }
+        Err(ProduceError::Io(e)) => {
+            // A closed channel means the store side gave up first: report its error.
+            return Err(match put_result {
+                Err(store) => UploadError::Store(store),
+                Ok(_) => UploadError::Compress(e),
+            });
+        }
+    };
+    let stored = put_result?;
+    if stored != stored_bytes {
+        return Err(UploadError::Store(StoreError::Io {
+            location: key.to_string(),
+            source: io::Error::other(format!(
+                "store accepted {stored} bytes but {stored_bytes} were sent"
+            )),
+        }));
+    }
+    Ok(Stored {
+        raw_bytes,
+        stored_bytes,
+        sha256,
+    })
+}
+
+enum ProduceError {
+    Empty,
+    Abandoned,
+    Io(io::Error),
+}
+
+/// The blocking half of `upload`: read, compress, hash, hand chunks to the uploader.
+fn compress_stream(
+    mut input: impl Read,
+    compression: Compression,
+    tx: &mpsc::Sender<io::Result<Bytes>>,
+    verdict: oneshot::Receiver<bool>,
+) -> Result<(u64, u64, String), ProduceError> {
+    let sink = ChunkSink {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut encoder = compression.encoder(sink);
+    let mut buf = vec![0u8; CHUNK];
+    let mut raw = 0u64;
+    let fail = |e: io::Error| {
+        let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+        ProduceError::Io(e)
+    };
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        raw += n as u64;
+        encoder.write_all(&buf[..n]).map_err(fail)?;
+    }
+    // The stream ended; complete the object only if its producer says it ended well.
+    if !verdict.blocking_recv().unwrap_or(false) {
+        let _ = tx.blocking_send(Err(io::Error::other("source failed")));
+        return Err(ProduceError::Abandoned);
+    }
+    if raw == 0 {
+        let _ = tx.blocking_send(Err(io::Error::other("source produced no data")));
+        return Err(ProduceError::Empty);
+    }
+    let mut sink = encoder.finish().map_err(fail)?;
+    sink.send_buffered().map_err(fail)?;
+    Ok((raw, sink.count, hex::encode(sink.hasher.finalize())))
+}
+
+/// Collects compressed output into chunks, hashing and counting what will be stored.
+struct ChunkSink {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl ChunkSink {
+    fn send_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.hasher.update(&chunk);
+        self.count += chunk.len() as u64;
+        self.tx
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send_buffered()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a manifest promises about a stored object, checked while it is read back.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub key: String,
+    pub stored_bytes: u64,
+    pub sha256: String,
+}
+
+/// Reads a stored object and checks, at its end, that its size and sha256 are the recorded
+/// ones: the end of the stream is reported only after the check passed, so consumers never
+/// see a clean EOF from a damaged object.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    expected: Expected,
+    done: bool,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, expected: Expected) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            expected,
+            done: false,
+        }
+    }
+
+    /// Reads to the end (if the consumer stopped early) and performs the check.
+    ///
+    /// # Errors
+    /// `InvalidData` naming the object on a size or checksum mismatch.
+    pub fn finish(&mut self) -> io::Result<()> {
+        let mut sink = vec![0u8; 64 * 1024];
+        while !self.done {
+            let _ = self.read(&mut sink)?;
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        let digest = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if self.count != self.expected.stored_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "object {} is {} bytes but its manifest records {}",
+                    self.expected.key, self.count, self.expected.stored_bytes
+                ),
+            ));
+        }
+        if digest != self.expected.sha256 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "object {} is damaged: sha256 {digest} does not match the manifest's {}",
+                    self.expected.key, self.expected.sha256
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            self.check()?;
+            self.done = true;
+            return Ok(0);
+        }
+        self.count += n as u64;
+        if self.count > self.expected.stored_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "object {} is longer than the {} bytes its manifest records",
+                    self.expected.key, self.expected.stored_bytes
+                ),
+            ));
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Copies the decoded content of a verified object into `out`, holding back the final bytes
+/// until the whole object has been checked. A consumer such as `pg_restore` therefore cannot
+/// finish (and commit) on data that later turns out to be damaged.
+///
+/// # Errors
+/// Any read, verification, decode or write error; the held-back tail is then never written.
+pub fn copy_verified(
+    stored: impl Read,
+    expected: Expected,
+    compression: Compression,
+    raw_bytes: u64,
+    mut out: impl Write,
+) -> io::Result<u64> {
+    const HOLD: usize = 64 * 1024;
+    let mut verifier = VerifyingReader::new(stored, expected);
+    let mut written = 0u64;
+    let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + HOLD);
+    {
+        let mut decoder = compression.decoder(&mut verifier, raw_bytes);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            pending.extend_from_slice(&buf[..n]);
+            if pending.len() > HOLD {
+                let release = pending.len() - HOLD;
+                out.write_all(&pending[..release])?;
+                written += release as u64;
+                pending.drain(..release);
+            }
+        }
+    }
+    verifier.finish()?;
+    if written + pending.len() as u64 != raw_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "decoded {} bytes but the manifest records {raw_bytes}",
+                written + pending.len() as u64
+            ),
+        ));
+    }
+    out.write_all(&pending)?;
+    out.flush()?;
+    Ok(written + pending.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {
+        let mut e = c.encoder(Vec::new());
+        e.write_all(data).unwrap();
+        let s = e.finish().unwrap();
+        let exp = Expected {
+            key: "k".into(),
+            stored_bytes: s.len() as u64,
+            sha256: hex::encode(Sha256::digest(&s)),
+        };
+        (s, exp)
+    }
+
+    #[test]
+    fn copy_verified_passes_good_data_through() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 97) as u8).collect();
+        let (s, exp) = stored(&data, Compression::Gzip(1));
+        let mut out = Vec::new();
+        copy_verified(&s[..], exp, Compression::Gzip(1), data.len() as u64, &mut out).unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn copy_verified_withholds_the_tail_of_a_damaged_object() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 97) as u8).collect();
+        let (mut s, exp) = stored(&data, Compression::None);
+        let last = s.len() - 1;
+        s[last] ^= 1;
+        let mut out = Vec::new();
+        let err =
+            copy_verified(&s[..], exp, Compression::None, data.len() as u64, &mut out).unwrap_err();
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert!(out.len() < data.len(), "the tail must be held back");
+    }
+
+    #[test]
+    fn verifying_reader_rejects_truncation() {
+        let (s, exp) = stored(b"hello world", Compression::None);
+        let mut r = VerifyingReader::new(&s[..5], exp);
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_err());
+    }
+}

@@ -16,6 +16,7 @@ use crate::transfer::{self, Stored, UploadError};
 /// The stage of a run, named in errors so an operator knows where it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    Storage,
     Connect,
     PgDump,
     Globals,
@@ -25,6 +26,7 @@ pub enum Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Stage::Storage => "checking the store",
             Stage::Connect => "connecting to the database",
             Stage::PgDump => "pg_dump",
             Stage::Globals => "pg_dumpall --globals-only",
@@ -113,6 +115,10 @@ async fn run_dump(
             cause,
         }
     };
+    store
+        .preflight()
+        .await
+        .map_err(|e| fail(Stage::Storage)(e.into()))?;
     let connect = fail(Stage::Connect);
     let target = Target::resolve(&job.database, job.password_file.as_deref())
         .map_err(|e| connect(e.into()))?;
@@ -208,7 +214,12 @@ async fn dump_globals(
     target: &Target,
     server: &pg::ServerInfo,
 ) -> Result<(Globals, Option<ObjectEntry>), BackupCause> {
-    let tool = Tool::locate("pg_dumpall", job.pg_bin_dir.as_deref(), Some(server.major())).await?;
+    let tool = Tool::locate(
+        "pg_dumpall",
+        job.pg_bin_dir.as_deref(),
+        Some(server.major()),
+    )
+    .await?;
     tool.require_at_least(server.major(), &server.version)?;
     let name = format!("globals.sql{}", job.compression.suffix());
     let key = manifest::object_key(&job.name, id, &name);
@@ -219,7 +230,8 @@ async fn dump_globals(
         match stream_tool(store, &key, &tool, &args, &env, job).await {
             Ok(stored) => {
                 let note = (!role_passwords).then(|| {
-                    "the backup role may not read pg_authid: roles saved without passwords".to_string()
+                    "the backup role may not read pg_authid: roles saved without passwords"
+                        .to_string()
                 });
                 let globals = Globals {
                     included: true,
@@ -270,6 +282,8 @@ async fn discard(store: &dyn ObjectStore, job: &str, id: &str) {
                 }
             }
         }
-        Err(e) => tracing::warn!(prefix = %prefix, error = %e, "could not list a failed backup's objects"),
+        Err(e) => {
+            tracing::warn!(prefix = %prefix, error = %e, "could not list a failed backup's objects");
+        }
     }
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "pgkeep", version, about = "Keeps PostgreSQL databases safe: backups to object storage, and restores")]
+#[command(
+    name = "pgkeep",
+    version,
+    about = "Keeps PostgreSQL databases safe: backups to object storage, and restores"
+)]
 pub struct Cli {
     /// Configuration file (default: $PGKEEP_CONFIG, ./pgkeep.toml, /etc/pgkeep/pgkeep.toml)
     #[arg(long, global = true, value_name = "PATH")]

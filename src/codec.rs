@@ -81,7 +81,11 @@ impl FromStr for Compression {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("'{s}' is not a compression; use \"gzip\", \"gzip:1\" to \"gzip:9\", or \"none\"");
+        let bad = || {
+            format!(
+                "'{s}' is not a compression; use \"gzip\", \"gzip:1\" to \"gzip:9\", or \"none\""
+            )
+        };
         match s {
             "none" => Ok(Compression::None),
             "gzip" => Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
@@ -168,8 +172,14 @@ mod tests {
 
     #[test]
     fn roundtrips_and_caps() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for codec in [Compression::None, Compression::Gzip(1), Compression::Gzip(9)] {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for codec in [
+            Compression::None,
+            Compression::Gzip(1),
+            Compression::Gzip(9),
+        ] {
             let mut enc = codec.encoder(Vec::new());
             enc.write_all(&data).unwrap();
             let stored = enc.finish().unwrap();

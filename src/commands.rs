@@ -103,10 +103,13 @@ pub async fn resolve(
             )
             .into());
         }
-        return backups
-            .into_iter()
-            .next()
-            .ok_or_else(|| UsageError(format!("no committed backup of {scope} in {}", store.describe())).into());
+        return backups.into_iter().next().ok_or_else(|| {
+            UsageError(format!(
+                "no committed backup of {scope} in {}",
+                store.describe()
+            ))
+            .into()
+        });
     }
     let mut found: Vec<Manifest> = backups.into_iter().filter(|m| m.id == backup).collect();
     match found.len() {
@@ -144,12 +147,24 @@ pub async fn show(
     let secs = (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0;
     let _ = writeln!(out, "backup:          {}", m.id);
     let _ = writeln!(out, "job:             {} ({})", m.job, m.kind);
-    let _ = writeln!(out, "started:         {}", manifest::display_time(m.started_at));
-    let _ = writeln!(out, "finished:        {} ({secs:.1}s)", manifest::display_time(m.finished_at));
+    let _ = writeln!(
+        out,
+        "started:         {}",
+        manifest::display_time(m.started_at)
+    );
+    let _ = writeln!(
+        out,
+        "finished:        {} ({secs:.1}s)",
+        manifest::display_time(m.finished_at)
+    );
     let _ = writeln!(out, "source:          {}", m.source);
     let _ = writeln!(out, "server version:  {}", m.server_version);
     let _ = writeln!(out, "pg_dump version: {}", m.pg_dump_version);
-    let _ = writeln!(out, "wal position:    {}", m.wal_lsn.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "wal position:    {}",
+        m.wal_lsn.as_deref().unwrap_or("-")
+    );
     let _ = writeln!(out, "compression:     {}", m.compression);
     let globals = match (&m.globals.included, &m.globals.note) {
         (true, None) => "included".to_string(),

@@ -19,7 +19,8 @@ pub struct UsageError(pub String);
 /// The process exit code for an error: 2 for usage and configuration errors, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> i32 {
     let usage = error.chain().any(|e| {
-        e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<config::ConfigError>().is_some()
+        e.downcast_ref::<UsageError>().is_some()
+            || e.downcast_ref::<config::ConfigError>().is_some()
     });
     if usage { 2 } else { 1 }
 }

@@ -21,7 +21,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -55,7 +58,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", commands::list(&config, job.as_deref(), json).await?);
         }
         Command::Show { backup, job, json } => {
-            print!("{}", commands::show(&config, job.as_deref(), &backup, json).await?);
+            print!(
+                "{}",
+                commands::show(&config, job.as_deref(), &backup, json).await?
+            );
         }
         Command::Restore {
             backup,

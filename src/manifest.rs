@@ -106,7 +106,9 @@ pub enum ManifestError {
     Store(#[from] StoreError),
     #[error("manifest {key} is not valid: {reason}")]
     Invalid { key: String, reason: String },
-    #[error("manifest {key} has format version {version}; this pgkeep reads up to {FORMAT_VERSION}")]
+    #[error(
+        "manifest {key} has format version {version}; this pgkeep reads up to {FORMAT_VERSION}"
+    )]
     TooNew { key: String, version: u32 },
 }
 
@@ -163,7 +165,10 @@ pub async fn read(store: &dyn ObjectStore, key: &str) -> Result<Manifest, Manife
 ///
 /// # Errors
 /// Store errors and unreadable manifests (a damaged manifest is reported, not skipped).
-pub async fn list(store: &dyn ObjectStore, job: Option<&str>) -> Result<Vec<Manifest>, ManifestError> {
+pub async fn list(
+    store: &dyn ObjectStore,
+    job: Option<&str>,
+) -> Result<Vec<Manifest>, ManifestError> {
     let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
     let mut manifests = Vec::new();
     for meta in store.list(&prefix).await? {

@@ -61,9 +61,8 @@ where
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
     let bridge = SyncIoBridge::new(input);
-    let producer = tokio::task::spawn_blocking(move || {
-        compress_stream(bridge, compression, &tx, verdict_rx)
-    });
+    let producer =
+        tokio::task::spawn_blocking(move || compress_stream(bridge, compression, &tx, verdict_rx));
     let body = Box::pin(StreamReader::new(ReceiverStream::new(rx)));
     let put = store.put(key, body);
     let judge = async {
@@ -80,7 +79,9 @@ where
         Ok(v) => v,
         Err(ProduceError::Empty) => return Err(UploadError::Empty),
         Err(ProduceError::Abandoned) => {
-            return Err(put_result.err().map_or(UploadError::Empty, UploadError::Store));
+            return Err(put_result
+                .err()
+                .map_or(UploadError::Empty, UploadError::Store));
         }
         Err(ProduceError::Io(e)) => {
             // A closed channel means the store side gave up first: report its error.
@@ -298,6 +299,17 @@ pub fn copy_verified(
     mut out: impl Write,
 ) -> io::Result<u64> {
     const HOLD: usize = 64 * 1024;
+    let key = expected.key.clone();
+    let damaged = |e: io::Error| {
+        if e.to_string().contains(&key) {
+            e
+        } else {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {key} is damaged: {e}"),
+            )
+        }
+    };
     let mut verifier = VerifyingReader::new(stored, expected);
     let mut written = 0u64;
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + HOLD);
@@ -309,7 +321,7 @@ pub fn copy_verified(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(damaged(e)),
             };
             pending.extend_from_slice(&buf[..n]);
             if pending.len() > HOLD {
@@ -356,7 +368,14 @@ mod tests {
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 97) as u8).collect();
         let (s, exp) = stored(&data, Compression::Gzip(1));
         let mut out = Vec::new();
-        copy_verified(&s[..], exp, Compression::Gzip(1), data.len() as u64, &mut out).unwrap();
+        copy_verified(
+            &s[..],
+            exp,
+            Compression::Gzip(1),
+            data.len() as u64,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, data);
     }
 

@@ -103,12 +103,7 @@ pub fn load_from(
             .try_parsing(true)
             .source(Some(overrides)),
     );
-    let describe = || {
-        path.map_or_else(
-            || "environment".to_string(),
-            |p| p.display().to_string(),
-        )
-    };
+    let describe = || path.map_or_else(|| "environment".to_string(), |p| p.display().to_string());
     let merged = builder.build().map_err(|e| ConfigError::Syntax {
         path: describe(),
         reason: e.to_string(),
@@ -123,7 +118,8 @@ pub fn load_from(
     })?;
 
     if path.is_none() && raw.jobs.is_empty() {
-        raw.jobs.insert(DEFAULT_JOB.to_string(), RawJob::default_dump());
+        raw.jobs
+            .insert(DEFAULT_JOB.to_string(), RawJob::default_dump());
     }
     let source = path.map_or(ConfigSource::Defaults, |p| {
         ConfigSource::File(p.to_path_buf())
@@ -254,8 +250,8 @@ mod tests {
 
     #[test]
     fn explicit_missing_file_is_an_error() {
-        let err = discover(Some(Path::new("/nonexistent/pgkeep.toml")), &HashMap::new())
-            .unwrap_err();
+        let err =
+            discover(Some(Path::new("/nonexistent/pgkeep.toml")), &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/pgkeep.toml"));
     }
 

@@ -53,11 +53,17 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, C
 fn check_storage_url(url: &str, problems: &mut Problems) {
     if let Some(path) = url.strip_prefix("file://") {
         if path.is_empty() {
-            problems.add("storage.url", "a file:// URL needs a directory, e.g. file:///var/lib/pgkeep");
+            problems.add(
+                "storage.url",
+                "a file:// URL needs a directory, e.g. file:///var/lib/pgkeep",
+            );
         }
     } else if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().unwrap_or("").is_empty() {
-            problems.add("storage.url", "an s3:// URL needs a bucket, e.g. s3://my-bucket/prefix");
+            problems.add(
+                "storage.url",
+                "an s3:// URL needs a bucket, e.g. s3://my-bucket/prefix",
+            );
         }
     } else {
         problems.add(
@@ -246,7 +252,9 @@ mod tests {
     #[test]
     fn retention_that_keeps_nothing_is_refused() {
         let raw = job(|j| j.retention = Some(super::super::RawRetention::default()));
-        let err = validate(raw, ConfigSource::Defaults).unwrap_err().to_string();
+        let err = validate(raw, ConfigSource::Defaults)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("jobs.nightly.retention"), "{err}");
     }
 
@@ -255,7 +263,9 @@ mod tests {
         let mut raw = job(|_| {});
         let j = raw.jobs.remove("nightly").unwrap();
         raw.jobs.insert("a/b".into(), j);
-        let err = validate(raw, ConfigSource::Defaults).unwrap_err().to_string();
+        let err = validate(raw, ConfigSource::Defaults)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("jobs.a/b"), "{err}");
     }
 

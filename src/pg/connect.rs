@@ -7,9 +7,9 @@ use native_tls::{Certificate, Identity, TlsConnector};
 use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::Client;
 
+use super::PgError;
 use super::conninfo::{ConnInfo, SslMode};
 use super::passfile;
-use super::PgError;
 
 /// Fully resolved connection settings for one database: what pgkeep connects with and what
 /// its child processes (pg_dump, pg_restore) receive in their environment.
@@ -75,9 +75,10 @@ impl Target {
             password = info.get("password").map(str::to_string);
         }
         if password.is_none() {
-            let file = info.get("passfile").map(PathBuf::from).or_else(|| {
-                env("HOME").map(|h| Path::new(&h).join(".pgpass"))
-            });
+            let file = info
+                .get("passfile")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")));
             if let Some(file) = file {
                 password = passfile::lookup(
                     &file,
@@ -112,7 +113,10 @@ impl Target {
         format!(
             "{}@{}:{}/{}",
             self.user(),
-            self.info.get("host").or(self.info.get("hostaddr")).unwrap_or(""),
+            self.info
+                .get("host")
+                .or(self.info.get("hostaddr"))
+                .unwrap_or(""),
             self.info.get("port").unwrap_or(""),
             self.dbname()
         )
@@ -139,15 +143,11 @@ impl Target {
     pub async fn connect(&self) -> Result<Client, PgError> {
         let config = self.pg_config()?;
         let tls = self.tls()?;
-        let (client, connection) =
-            config
-                .connect(tls)
-                .await
-                .map_err(|e| PgError::Connect {
-                    target: self.describe(),
-                    reason: super::describe_error(&e),
-                    code: e.code().map(|c| c.code().to_string()),
-                })?;
+        let (client, connection) = config.connect(tls).await.map_err(|e| PgError::Connect {
+            target: self.describe(),
+            reason: super::describe_error(&e),
+            code: e.code().map(|c| c.code().to_string()),
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection closed with an error");

@@ -383,8 +383,8 @@ mod tests {
 
     #[test]
     fn parses_keyword_strings() {
-        let c = ConnInfo::parse("host=h port=1 dbname='my \\'db\\'' user = u password=p\\ q")
-            .unwrap();
+        let c =
+            ConnInfo::parse("host=h port=1 dbname='my \\'db\\'' user = u password=p\\ q").unwrap();
         assert_eq!(c.get("dbname"), Some("my 'db'"));
         assert_eq!(c.get("user"), Some("u"));
         assert_eq!(c.get("password"), Some("p q"));

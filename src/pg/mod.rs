@@ -1,8 +1,8 @@
 //! PostgreSQL access: connection strings, connections (tokio-postgres + native-tls), and the
 //! few catalog queries pgkeep needs.
 
-mod conninfo;
 mod connect;
+mod conninfo;
 mod passfile;
 
 use std::path::PathBuf;
@@ -156,6 +156,11 @@ pub async fn user_relations(
             reason: describe_error(&e),
         })?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Quotes a string literal for SQL (standard_conforming_strings on).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Quotes an identifier for SQL, as `quote_ident` does (always quoted).

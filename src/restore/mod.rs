@@ -16,7 +16,8 @@ pub struct RestoreOptions {
     pub target: String,
     /// Parallel pg_restore jobs; above 1 the dump is staged to a local temp file first.
     pub jobs: u32,
-    /// Drop the backup's objects in the target before recreating them.
+    /// Replace a non-empty target: drop and recreate the database (same owner, encoding and
+    /// locale) before restoring into it.
     pub clean: bool,
     /// Create the target database when it does not exist.
     pub create: bool,
@@ -61,6 +62,8 @@ pub struct RestorePlan {
     pub target: Target,
     pub object: ObjectEntry,
     pub create_database: bool,
+    /// The target is not empty and `--clean` was given: it is dropped and recreated.
+    pub replace_database: bool,
     pub options: RestoreOptions,
 }
 
@@ -79,7 +82,10 @@ pub struct RestoreReport {
 ///
 /// # Errors
 /// `RestoreError` saying what is wrong; nothing has been changed.
-pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<RestorePlan, RestoreError> {
+pub async fn plan(
+    manifest: Manifest,
+    options: RestoreOptions,
+) -> Result<RestorePlan, RestoreError> {
     if manifest.kind != "dump" {
         return Err(RestoreError::UnsupportedKind {
             id: manifest.id.clone(),
@@ -96,6 +102,7 @@ pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<Restore
         })?;
     let target = Target::resolve(&options.target, None)?;
     let mut create_database = false;
+    let mut replace_database = false;
     match target.connect().await {
         Ok(client) => {
             let found = pg::user_relations(&client, &target, 5).await?;
@@ -105,6 +112,7 @@ pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<Restore
                     examples: found.join(", "),
                 });
             }
+            replace_database = !found.is_empty();
         }
         Err(e) if e.is_missing_database() && options.create => create_database = true,
         Err(e) if e.is_missing_database() => {
@@ -119,6 +127,7 @@ pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<Restore
         target,
         object,
         create_database,
+        replace_database,
         options,
     })
 }
@@ -128,9 +137,14 @@ pub async fn plan(manifest: Manifest, options: RestoreOptions) -> Result<Restore
 /// # Errors
 /// `RestoreError`; with `--jobs 1` a damaged object is detected before pg_restore can commit,
 /// and its single transaction is rolled back.
-pub async fn apply(store: &dyn ObjectStore, plan: RestorePlan) -> Result<RestoreReport, RestoreError> {
+pub async fn apply(
+    store: &dyn ObjectStore,
+    plan: RestorePlan,
+) -> Result<RestoreReport, RestoreError> {
     let started = std::time::Instant::now();
-    if plan.create_database {
+    if plan.replace_database {
+        recreate_database(&plan.target).await?;
+    } else if plan.create_database {
         create_database(&plan.target).await?;
     }
     let raw_bytes = dump::apply(store, &plan).await?;
@@ -143,31 +157,77 @@ pub async fn apply(store: &dyn ObjectStore, plan: RestorePlan) -> Result<Restore
     })
 }
 
-/// Creates the target database from template0 (a clean slate, as pg_dump output expects),
-/// through the server's `postgres` database, or `template1` when that is missing.
-async fn create_database(target: &Target) -> Result<(), RestoreError> {
+/// Drops the target database and creates it anew with the same owner, encoding and locale:
+/// what `--clean` means, so that nothing of the old contents survives next to the backup's.
+async fn recreate_database(target: &Target) -> Result<(), RestoreError> {
+    let (admin, client) = maintenance_connection(target).await?;
+    let query = |what: &'static str| {
+        let t = admin.describe();
+        move |e: tokio_postgres::Error| PgError::Query {
+            what,
+            target: t.clone(),
+            reason: pg::describe_error(&e),
+        }
+    };
+    let row = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype              FROM pg_database WHERE datname = $1",
+            &[&target.dbname()],
+        )
+        .await
+        .map_err(query("reading the target database's settings"))?;
+    let (owner, encoding, collate, ctype): (String, String, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let name = pg::quote_ident(target.dbname());
+    tracing::warn!(database = %target.dbname(), "--clean: dropping and recreating the target database");
+    client
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .map_err(query("DROP DATABASE"))?;
+    client
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} TEMPLATE template0",
+            pg::quote_ident(&owner),
+            pg::quote_literal(&encoding),
+            pg::quote_literal(&collate),
+            pg::quote_literal(&ctype),
+        ))
+        .await
+        .map_err(query("CREATE DATABASE"))?;
+    Ok(())
+}
+
+/// A connection to the target's server through its `postgres` database, or `template1`.
+async fn maintenance_connection(
+    target: &Target,
+) -> Result<(Target, tokio_postgres::Client), RestoreError> {
     let mut last = None;
     for maintenance in ["postgres", "template1"] {
         let admin = target.with_dbname(maintenance);
         match admin.connect().await {
-            Ok(client) => {
-                let sql = format!(
-                    "CREATE DATABASE {} TEMPLATE template0",
-                    pg::quote_ident(target.dbname())
-                );
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| PgError::Query {
-                        what: "CREATE DATABASE",
-                        target: admin.describe(),
-                        reason: pg::describe_error(&e),
-                    })?;
-                tracing::info!(database = %target.dbname(), "created the target database");
-                return Ok(());
-            }
+            Ok(client) => return Ok((admin, client)),
             Err(e) => last = Some(e),
         }
     }
     Err(last.expect("tried at least once").into())
+}
+
+/// Creates the target database from template0 (a clean slate, as pg_dump output expects),
+/// through the server's `postgres` database, or `template1` when that is missing.
+async fn create_database(target: &Target) -> Result<(), RestoreError> {
+    let (admin, client) = maintenance_connection(target).await?;
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        pg::quote_ident(target.dbname())
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| PgError::Query {
+            what: "CREATE DATABASE",
+            target: admin.describe(),
+            reason: pg::describe_error(&e),
+        })?;
+    tracing::info!(database = %target.dbname(), "created the target database");
+    Ok(())
 }

@@ -82,7 +82,11 @@ impl Tool {
     ///
     /// # Errors
     /// `SourceError::TooOld`.
-    pub fn require_at_least(&self, server_major: u32, server_version: &str) -> Result<(), SourceError> {
+    pub fn require_at_least(
+        &self,
+        server_major: u32,
+        server_version: &str,
+    ) -> Result<(), SourceError> {
         if self.major < server_major {
             return Err(SourceError::TooOld {
                 program: self.path.display().to_string(),
@@ -122,7 +126,10 @@ impl Running {
     ///
     /// # Errors
     /// `SourceError::Spawn`.
-    pub fn spawn_reader(program: &str, mut cmd: Command) -> Result<(Running, ChildStdout), SourceError> {
+    pub fn spawn_reader(
+        program: &str,
+        mut cmd: Command,
+    ) -> Result<(Running, ChildStdout), SourceError> {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped());
         let mut running = Self::spawn(program, cmd)?;
         let stdout = running.child.stdout.take().expect("stdout is piped");
@@ -133,7 +140,10 @@ impl Running {
     ///
     /// # Errors
     /// `SourceError::Spawn`.
-    pub fn spawn_writer(program: &str, mut cmd: Command) -> Result<(Running, ChildStdin), SourceError> {
+    pub fn spawn_writer(
+        program: &str,
+        mut cmd: Command,
+    ) -> Result<(Running, ChildStdin), SourceError> {
         cmd.stdin(Stdio::piped()).stdout(Stdio::null());
         let mut running = Self::spawn(program, cmd)?;
         let stdin = running.child.stdin.take().expect("stdin is piped");

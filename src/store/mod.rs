@@ -135,6 +135,12 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Removes the object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Checks, before a run stores anything, that the store can be used at all (the bucket
+    /// exists and answers, the directory can be created), so a misconfiguration fails fast.
+    async fn preflight(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A human-readable location for messages (`file:///var/lib/pgkeep`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
 }

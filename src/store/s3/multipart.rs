@@ -1,0 +1,347 @@
+//! Streaming upload with bounded memory: one PutObject for small bodies, else a multipart
+//! upload with a capped number of parts in flight, aborted on any failure or cancellation.
+
+use std::io;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use super::S3Store;
+use crate::store::{ByteReader, StoreError};
+
+/// S3's limit on the number of parts of one upload.
+const MAX_PARTS: i32 = 10_000;
+/// Parts per size step: part sizes double after every this many parts, so 10,000 parts starting
+/// at 8 MiB cover almost 8 TiB while small backups keep small parts.
+const PARTS_PER_STEP: i32 = 1_000;
+
+/// Uploads `body` under `key` (a store key) and returns its length.
+pub(super) async fn put(
+    store: &S3Store,
+    key: &str,
+    mut body: ByteReader,
+) -> Result<u64, StoreError> {
+    let full = store.full_key(key);
+    let source_error = |source: io::Error| StoreError::Source {
+        key: key.to_string(),
+        source,
+    };
+
+    // Read up to two parts before deciding: a body that fits in one part needs no multipart upload.
+    let first = read_part(&mut body, part_size(store.part_size, 1))
+        .await
+        .map_err(source_error)?;
+    if (first.len() as u64) < part_size(store.part_size, 1) {
+        return put_single(store, &full, first).await;
+    }
+    let second = read_part(&mut body, part_size(store.part_size, 2))
+        .await
+        .map_err(source_error)?;
+    if second.is_empty() {
+        return put_single(store, &full, first).await;
+    }
+
+    let created = store
+        .client
+        .create_multipart_upload()
+        .bucket(&store.bucket)
+        .key(&full)
+        .send()
+        .await
+        .map_err(|e| store.error("CreateMultipartUpload", &full, &e))?;
+    let Some(upload_id) = created.upload_id else {
+        return Err(StoreError::S3 {
+            operation: "CreateMultipartUpload",
+            key: format!("s3://{}/{full}", store.bucket),
+            reason: "the store returned no upload id".into(),
+            retryable: false,
+        });
+    };
+    let guard = AbortOnDrop {
+        store: store.clone(),
+        key: full.clone(),
+        upload_id: Some(upload_id.clone()),
+    };
+
+    let mut upload = Upload {
+        store,
+        key,
+        full: &full,
+        id: &upload_id,
+        tasks: JoinSet::new(),
+        done: Vec::new(),
+    };
+    let result = match upload.send_parts(first, second, &mut body).await {
+        Ok(total) => upload.complete().await.map(|()| total),
+        Err(e) => Err(e),
+    };
+    upload.tasks.shutdown().await;
+    match result {
+        Ok(total) => {
+            guard.disarm();
+            tracing::debug!(key = %full, bytes = total, "multipart upload complete");
+            Ok(total)
+        }
+        Err(e) => {
+            guard.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// The size of part `number` (1-based).
+fn part_size(first: u64, number: i32) -> u64 {
+    let step = (number - 1).max(0) / PARTS_PER_STEP;
+    first
+        .saturating_mul(1 << step.min(20))
+        .min(super::MAX_PART_SIZE)
+}
+
+/// Reads until `size` bytes are buffered or the body ends.
+async fn read_part(body: &mut ByteReader, size: u64) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; size as usize];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match body.read(&mut buf[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    if filled < buf.capacity() / 2 {
+        buf.shrink_to_fit();
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, StoreError> {
+    let len = data.len() as u64;
+    store
+        .client
+        .put_object()
+        .bucket(&store.bucket)
+        .key(full)
+        .content_length(len as i64)
+        .body(ByteStream::from(data))
+        .send()
+        .await
+        .map_err(|e| store.error("PutObject", full, &e))?;
+    Ok(len)
+}
+
+/// One multipart upload in progress.
+struct Upload<'a> {
+    store: &'a S3Store,
+    key: &'a str,
+    full: &'a str,
+    id: &'a str,
+    tasks: JoinSet<Result<CompletedPart, StoreError>>,
+    done: Vec<CompletedPart>,
+}
+
+impl Upload<'_> {
+    /// Uploads every part, at most `parts_in_flight` at a time, and returns the total size.
+    async fn send_parts(
+        &mut self,
+        first: Bytes,
+        second: Bytes,
+        body: &mut ByteReader,
+    ) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut number = 1;
+        let mut current = first;
+        let mut lookahead = Some(second);
+        loop {
+            let full_part = current.len() as u64 == part_size(self.store.part_size, number);
+            total += current.len() as u64;
+            while self.tasks.len() >= self.store.parts_in_flight {
+                self.join_one().await?;
+            }
+            self.spawn_part(number, current);
+            // Notice a failed part early instead of after reading the next one.
+            while let Some(joined) = self.tasks.try_join_next() {
+                let part = self.flatten(joined)?;
+                self.done.push(part);
+            }
+
+            let next = match lookahead.take() {
+                Some(next) => next,
+                None if full_part => read_part(body, part_size(self.store.part_size, number + 1))
+                    .await
+                    .map_err(|source| StoreError::Source {
+                        key: self.key.to_string(),
+                        source,
+                    })?,
+                None => Bytes::new(),
+            };
+            if next.is_empty() {
+                break;
+            }
+            number += 1;
+            if number > MAX_PARTS {
+                return Err(StoreError::S3 {
+                    operation: "UploadPart",
+                    key: format!("s3://{}/{}", self.store.bucket, self.full),
+                    reason: format!(
+                        "the object needs more than {MAX_PARTS} parts; raise the part size"
+                    ),
+                    retryable: false,
+                });
+            }
+            current = next;
+        }
+        while !self.tasks.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(total)
+    }
+
+    fn spawn_part(&mut self, number: i32, data: Bytes) {
+        let store = self.store.clone();
+        let full = self.full.to_string();
+        let upload_id = self.id.to_string();
+        self.tasks.spawn(async move {
+            let len = data.len() as i64;
+            let output = store
+                .client
+                .upload_part()
+                .bucket(&store.bucket)
+                .key(&full)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| store.error("UploadPart", &full, &e))?;
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(output.e_tag)
+                .build())
+        });
+    }
+
+    async fn join_one(&mut self) -> Result<(), StoreError> {
+        if let Some(joined) = self.tasks.join_next().await {
+            let part = self.flatten(joined)?;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    /// A part's outcome; a task that panicked or was cancelled counts as a failed part.
+    fn flatten(
+        &self,
+        joined: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
+    ) -> Result<CompletedPart, StoreError> {
+        joined.unwrap_or_else(|e| {
+            Err(StoreError::S3 {
+                operation: "UploadPart",
+                key: format!("s3://{}/{}", self.store.bucket, self.full),
+                reason: format!("the upload task failed: {e}"),
+                retryable: false,
+            })
+        })
+    }
+
+    async fn complete(&mut self) -> Result<(), StoreError> {
+        let mut parts = std::mem::take(&mut self.done);
+        parts.sort_by_key(CompletedPart::part_number);
+        self.store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(self.full)
+            .upload_id(self.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.store.error("CompleteMultipartUpload", self.full, &e))?;
+        Ok(())
+    }
+}
+
+/// Aborts the multipart upload unless disarmed: awaited on failure, spawned when the `put`
+/// future is dropped mid-way, so no half-uploaded parts are left behind (and billed).
+struct AbortOnDrop {
+    store: S3Store,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.upload_id = None;
+    }
+
+    async fn abort(mut self) {
+        if let Some(upload_id) = self.upload_id.take() {
+            abort(self.store.clone(), std::mem::take(&mut self.key), upload_id).await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(abort(self.store.clone(), key, upload_id));
+        } else {
+            tracing::warn!(
+                key,
+                upload_id,
+                "cannot abort an interrupted multipart upload: no runtime; \
+                 a lifecycle rule for incomplete uploads will clean it up"
+            );
+        }
+    }
+}
+
+async fn abort(store: S3Store, key: String, upload_id: String) {
+    let result = store
+        .client
+        .abort_multipart_upload()
+        .bucket(&store.bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    match result {
+        Ok(_) => tracing::debug!(key, "aborted multipart upload"),
+        Err(e) => {
+            let error = store.error("AbortMultipartUpload", &key, &e);
+            tracing::warn!(key, upload_id, %error, "could not abort a multipart upload");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_double_every_thousand_parts() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size(8 * mib, 1), 8 * mib);
+        assert_eq!(part_size(8 * mib, 1000), 8 * mib);
+        assert_eq!(part_size(8 * mib, 1001), 16 * mib);
+        assert_eq!(part_size(8 * mib, 10_000), 4096 * mib);
+        let total: u64 = (1..=MAX_PARTS).map(|n| part_size(8 * mib, n)).sum();
+        assert!(
+            total > 7 * 1024 * 1024 * mib,
+            "10,000 parts cover {total} bytes"
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Test harness: throwaway PostgreSQL clusters and S3 servers on loopback, cleaned up on exit.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod pg;
+pub mod s3;

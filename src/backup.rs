@@ -81,6 +81,7 @@ pub async fn run(job: &Job, store: &dyn ObjectStore) -> Result<Manifest, BackupE
     tracing::info!(job = %job.name, backup = %id, kind = job.kind.as_str(), "backup started");
     let result = match job.kind {
         JobKind::Dump => run_dump(job, store, &id, started_at).await,
+        JobKind::Export => todo!("export jobs"),
     };
     match result {
         Ok(m) => {
@@ -183,6 +184,11 @@ async fn run_dump(
         compression: job.compression.to_string(),
         globals,
         objects,
+        snapshot: None,
+        encoding: None,
+        migration_version: None,
+        sequences: Vec::new(),
+        large_objects: None,
     };
     manifest::write(store, &manifest)
         .await
@@ -264,6 +270,7 @@ fn entry(name: &str, role: &str, job: &Job, stored: &Stored) -> ObjectEntry {
         role: role.to_string(),
         table: None,
         rows: None,
+        columns: Vec::new(),
         compression: job.compression.name().to_string(),
         raw_bytes: stored.raw_bytes,
         stored_bytes: stored.stored_bytes,

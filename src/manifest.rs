@@ -34,6 +34,52 @@ pub struct Manifest {
     /// Whether the cluster's roles were saved, and how.
     pub globals: Globals,
     pub objects: Vec<ObjectEntry>,
+    /// Export backups: the exported snapshot every table was read in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Export backups: the database encoding the COPY data is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// Export backups: the highest applied migration version, when the job names a
+    /// migrations tracking table that exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_version: Option<i64>,
+    /// Export backups: every sequence's state, read in the snapshot's transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceState>,
+    /// Export backups: large objects are not exported; their count is recorded so their
+    /// absence is never silent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<LargeObjects>,
+}
+
+/// One sequence's state, as `setval(name, last_value, is_called)` restores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// Schema-qualified, quoted name: `"public"."film_film_id_seq"`.
+    pub name: String,
+    pub last_value: i64,
+    pub is_called: bool,
+}
+
+/// Large objects present in the database but not included in the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeObjects {
+    pub count: i64,
+    pub included: bool,
+}
+
+/// A column of an exported table, as the source database defined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// The column name as in the catalog (unquoted).
+    pub name: String,
+    /// `format_type()` of the column, e.g. `character varying(20)`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Generated columns are not in the data: the target recomputes them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub generated: bool,
 }
 
 /// The cluster-wide objects (roles, tablespaces) of a dump backup.
@@ -52,13 +98,19 @@ pub struct Globals {
 pub struct ObjectEntry {
     /// The object's name inside the backup's directory (`<job>/<id>/`).
     pub key: String,
-    /// `dump` (pg_dump custom format) or `globals` (pg_dumpall SQL).
+    /// `dump` (pg_dump custom format), `globals` (pg_dumpall SQL), `schema` (pg_dump custom
+    /// format, schema only) or `table` (COPY text format data of one table).
     pub role: String,
-    /// The table, for per-table objects.
+    /// The table, for `table` objects: schema-qualified and quoted, `"public"."film"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
+    /// Rows in a `table` object (counted from the stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// For `table` objects: every column of the table in the source, in order; the data
+    /// holds the non-generated ones, in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<Column>,
     /// Codec name: `gzip` or `none`.
     pub compression: String,
     pub raw_bytes: u64,
@@ -71,6 +123,11 @@ impl Manifest {
     /// Stored bytes of every object.
     pub fn stored_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.stored_bytes).sum()
+    }
+
+    /// The objects with `role`, in manifest order.
+    pub fn objects_with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a ObjectEntry> {
+        self.objects.iter().filter(move |o| o.role == role)
     }
 
     pub fn object(&self, role: &str) -> Option<&ObjectEntry> {

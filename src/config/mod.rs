@@ -1,14 +1,19 @@
 //! Configuration: the TOML file and `PGKEEP_*` environment overrides, loaded, defaulted and validated.
 
 mod load;
+mod raw;
 mod validate;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-
-use serde::Deserialize;
+use std::time::Duration;
 
 pub use load::{ConfigSource, load, load_from};
+pub use raw::{
+    RawCatalog, RawConfig, RawDaemon, RawJob, RawMigrations, RawNotifications, RawRetention,
+    RawS3, RawStorage, default_migrations_table,
+};
 
 use crate::codec::Compression;
 use crate::store::S3Settings;
@@ -44,121 +49,14 @@ fn render_problems(problems: &[Problem]) -> String {
     format!("invalid configuration: {}", parts.join("; "))
 }
 
-/// The whole configuration, as written by the user (before validation).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    #[serde(default)]
-    pub storage: RawStorage,
-    #[serde(default)]
-    pub jobs: BTreeMap<String, RawJob>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStorage {
-    #[serde(default = "default_storage_url")]
-    pub url: String,
-    #[serde(default)]
-    pub s3: RawS3,
-}
-
-impl Default for RawStorage {
-    fn default() -> Self {
-        RawStorage {
-            url: default_storage_url(),
-            s3: RawS3::default(),
-        }
-    }
-}
-
-fn default_storage_url() -> String {
-    DEFAULT_STORAGE_URL.to_string()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawS3 {
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    #[serde(default)]
-    pub force_path_style: bool,
-    #[serde(default = "default_true")]
-    pub request_checksums: bool,
-    #[serde(default = "default_part_size_mib")]
-    pub part_size_mib: u64,
-    #[serde(default = "default_parts_in_flight")]
-    pub parts_in_flight: u64,
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: u64,
-}
-
-impl Default for RawS3 {
-    fn default() -> Self {
-        RawS3 {
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            request_checksums: true,
-            part_size_mib: default_part_size_mib(),
-            parts_in_flight: default_parts_in_flight(),
-            max_attempts: default_max_attempts(),
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_part_size_mib() -> u64 {
-    8
-}
-fn default_parts_in_flight() -> u64 {
-    4
-}
-fn default_max_attempts() -> u64 {
-    5
-}
-fn default_kind() -> String {
-    "dump".to_string()
-}
-fn default_compression() -> String {
-    "gzip".to_string()
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawJob {
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// libpq conninfo or URL; empty means "the PG* environment".
-    #[serde(default)]
-    pub database: String,
-    pub password_file: Option<PathBuf>,
-    pub schedule: Option<String>,
-    #[serde(default = "default_compression")]
-    pub compression: String,
-    pub pg_bin_dir: Option<PathBuf>,
-    #[serde(default = "default_true")]
-    pub globals: bool,
-    pub retention: Option<RawRetention>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RawRetention {
-    pub keep_last: Option<u32>,
-    pub keep_hourly: Option<u32>,
-    pub keep_daily: Option<u32>,
-    pub keep_weekly: Option<u32>,
-    pub keep_monthly: Option<u32>,
-    pub keep_yearly: Option<u32>,
-}
-
 /// A validated configuration, ready to use.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub storage: Storage,
+    pub daemon: Daemon,
+    pub catalog: Option<Catalog>,
+    /// Global notification targets; a job's own replace them.
+    pub notifications: Notifications,
     pub jobs: BTreeMap<String, Job>,
     /// Where the configuration came from, for messages.
     pub source: ConfigSource,
@@ -170,18 +68,46 @@ pub struct Storage {
     pub s3: S3Settings,
 }
 
+/// How `pgkeep run` behaves.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub timezone: chrono_tz::Tz,
+    pub listen: Option<SocketAddr>,
+    pub max_concurrent_jobs: usize,
+    pub shutdown_grace: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub orphan_age: Duration,
+}
+
+/// The database mirroring backup history.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub database: String,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notifications {
+    pub webhook_url: Option<String>,
+    pub ping_url: Option<String>,
+}
+
 /// The kinds of backup a job can take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
     /// `pg_dump --format=custom` of one database, plus the cluster's roles.
     Dump,
+    /// Per-table COPY exports in one snapshot, plus the schema.
+    Export,
 }
 
 impl JobKind {
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Dump => "dump",
+            JobKind::Export => "export",
         }
     }
 }
@@ -197,6 +123,39 @@ pub struct Job {
     pub pg_bin_dir: Option<PathBuf>,
     pub globals: bool,
     pub retention: Option<RawRetention>,
+    pub timeout: Option<Duration>,
+    pub max_age: Option<Duration>,
+    /// This job's notification targets (its own, else the global ones).
+    pub notifications: Notifications,
+    pub export: ExportSettings,
+}
+
+/// What an export job reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSettings {
+    /// Table patterns (`schema.table`, `*` wildcards, quoted identifiers); empty means all.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// Worker connections.
+    pub parallel: usize,
+    pub migrations: Option<Migrations>,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        ExportSettings {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            parallel: 2,
+            migrations: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrations {
+    pub dir: PathBuf,
+    pub table: String,
 }
 
 impl Config {

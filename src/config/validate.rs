@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use super::{
-    Config, ConfigError, ConfigSource, Job, JobKind, Problem, RawConfig, RawJob, RawS3, Storage,
+    Catalog, Config, ConfigError, ConfigSource, Daemon, ExportSettings, Job, JobKind, Migrations,
+    Notifications, Problem, RawConfig, RawDaemon, RawJob, RawNotifications, RawS3, Storage,
 };
 use crate::codec::Compression;
 use crate::pg::ConnInfo;
@@ -27,19 +30,33 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, C
         s3: s3_settings(&raw.storage.s3, &mut problems),
     };
     check_storage_url(&storage.url, &mut problems);
+    let daemon = daemon_settings(&raw.daemon, &mut problems);
+    let catalog = raw.catalog.map(|c| {
+        if let Err(e) = ConnInfo::parse(&c.database) {
+            problems.add("catalog.database", e.to_string());
+        }
+        Catalog {
+            database: c.database,
+            password_file: c.password_file,
+        }
+    });
+    let notifications = notification_settings("notifications", &raw.notifications, &mut problems);
 
     if raw.jobs.is_empty() {
         problems.add("jobs", "no job is defined; add a [jobs.NAME] section");
     }
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
-        if let Some(job) = validate_job(&name, job, &mut problems) {
+        if let Some(job) = validate_job(&name, job, &notifications, &mut problems) {
             jobs.insert(name, job);
         }
     }
     if problems.0.is_empty() {
         Ok(Config {
             storage,
+            daemon,
+            catalog,
+            notifications,
             jobs,
             source,
         })
@@ -105,7 +122,82 @@ fn s3_settings(raw: &RawS3, problems: &mut Problems) -> S3Settings {
     }
 }
 
-fn validate_job(name: &str, raw: RawJob, problems: &mut Problems) -> Option<Job> {
+/// Parses a duration such as "30s", "2h" or "1d 12h".
+fn duration(key: &str, value: &str, problems: &mut Problems) -> Option<Duration> {
+    match humantime::parse_duration(value) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            problems.add(
+                key,
+                format!("'{value}' is not a duration ({e}); write e.g. \"30s\", \"2h\", \"1d\""),
+            );
+            None
+        }
+    }
+}
+
+fn daemon_settings(raw: &RawDaemon, problems: &mut Problems) -> Daemon {
+    let timezone = raw.timezone.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+        problems.add(
+            "daemon.timezone",
+            format!("'{}' is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\")", raw.timezone),
+        );
+        chrono_tz::UTC
+    });
+    let listen = raw.listen.as_ref().and_then(|l| match l.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.add(
+                "daemon.listen",
+                format!("'{l}' is not an address:port such as \"127.0.0.1:9187\""),
+            );
+            None
+        }
+    });
+    if !(1..=64).contains(&raw.max_concurrent_jobs) {
+        problems.add("daemon.max_concurrent_jobs", "must be between 1 and 64");
+    }
+    if raw.retries > 20 {
+        problems.add("daemon.retries", "must be at most 20");
+    }
+    Daemon {
+        timezone,
+        listen,
+        max_concurrent_jobs: raw.max_concurrent_jobs.clamp(1, 64) as usize,
+        shutdown_grace: duration("daemon.shutdown_grace", &raw.shutdown_grace, problems)
+            .unwrap_or(Duration::from_secs(30)),
+        retries: raw.retries.min(20) as u32,
+        retry_backoff: duration("daemon.retry_backoff", &raw.retry_backoff, problems)
+            .unwrap_or(Duration::from_secs(10)),
+        orphan_age: duration("daemon.orphan_age", &raw.orphan_age, problems)
+            .unwrap_or(Duration::from_secs(86_400)),
+    }
+}
+
+fn notification_settings(
+    at: &str,
+    raw: &RawNotifications,
+    problems: &mut Problems,
+) -> Notifications {
+    for (key, url) in [("webhook_url", &raw.webhook_url), ("ping_url", &raw.ping_url)] {
+        if let Some(u) = url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            problems.add(format!("{at}.{key}"), format!("'{u}' must be an http:// or https:// URL"));
+        }
+    }
+    Notifications {
+        webhook_url: raw.webhook_url.clone(),
+        ping_url: raw.ping_url.clone(),
+    }
+}
+
+fn validate_job(
+    name: &str,
+    raw: RawJob,
+    global_notifications: &Notifications,
+    problems: &mut Problems,
+) -> Option<Job> {
     let at = |key: &str| format!("jobs.{name}.{key}");
     let before = problems.0.len();
     if name.is_empty()
@@ -120,17 +212,27 @@ fn validate_job(name: &str, raw: RawJob, problems: &mut Problems) -> Option<Job>
     }
     let kind = match raw.kind.as_str() {
         "dump" => Some(JobKind::Dump),
-        "export" => {
+        "export" => Some(JobKind::Export),
+        other => {
             problems.add(
                 at("kind"),
-                "\"export\" jobs are not supported by this version of pgkeep; use \"dump\"",
+                format!("unknown kind '{other}'; use \"dump\" or \"export\""),
             );
             None
         }
-        other => {
-            problems.add(at("kind"), format!("unknown kind '{other}'; use \"dump\""));
-            None
-        }
+    };
+    let export = export_settings(name, &raw, kind, problems);
+    let timeout = raw
+        .timeout
+        .as_deref()
+        .and_then(|t| duration(&at("timeout"), t, problems));
+    let max_age = raw
+        .max_age
+        .as_deref()
+        .and_then(|t| duration(&at("max_age"), t, problems));
+    let notifications = match &raw.notifications {
+        Some(n) => notification_settings(&at("notifications"), n, problems),
+        None => global_notifications.clone(),
     };
     if let Err(e) = ConnInfo::parse(&raw.database) {
         problems.add(at("database"), e.to_string());
@@ -184,7 +286,65 @@ fn validate_job(name: &str, raw: RawJob, problems: &mut Problems) -> Option<Job>
         pg_bin_dir: raw.pg_bin_dir,
         globals: raw.globals,
         retention: raw.retention,
+        timeout,
+        max_age,
+        notifications,
+        export,
     })
+}
+
+/// Export-only keys: refused on dump jobs, validated on export jobs.
+fn export_settings(
+    name: &str,
+    raw: &RawJob,
+    kind: Option<JobKind>,
+    problems: &mut Problems,
+) -> ExportSettings {
+    let at = |key: &str| format!("jobs.{name}.{key}");
+    if kind == Some(JobKind::Dump) {
+        for (key, set) in [
+            ("include", raw.include.is_some()),
+            ("exclude", raw.exclude.is_some()),
+            ("parallel", raw.parallel.is_some()),
+            ("migrations", raw.migrations.is_some()),
+        ] {
+            if set {
+                problems.add(at(key), "only export jobs take this key (kind = \"export\")");
+            }
+        }
+        return ExportSettings::default();
+    }
+    let include = raw.include.clone().unwrap_or_default();
+    let exclude = raw.exclude.clone().unwrap_or_default();
+    for (key, patterns) in [("include", &include), ("exclude", &exclude)] {
+        for p in patterns {
+            if let Err(e) = crate::source::TablePattern::parse(p) {
+                problems.add(at(key), e);
+            }
+        }
+    }
+    let parallel = raw.parallel.unwrap_or(2);
+    if !(1..=64).contains(&parallel) {
+        problems.add(at("parallel"), "must be between 1 and 64");
+    }
+    let migrations = raw.migrations.as_ref().map(|m| {
+        if !m.dir.is_dir() {
+            problems.add(
+                at("migrations.dir"),
+                format!("{} is not a directory", m.dir.display()),
+            );
+        }
+        Migrations {
+            dir: m.dir.clone(),
+            table: m.table.clone(),
+        }
+    });
+    ExportSettings {
+        include,
+        exclude,
+        parallel: parallel.clamp(1, 64) as usize,
+        migrations,
+    }
 }
 
 /// Checks the shape of a 6-field cron expression (sec min hour day-of-month month day-of-week).
@@ -230,7 +390,7 @@ mod tests {
         let mut raw = job(|j| {
             j.compression = "zip".into();
             j.schedule = Some("0 3 * * *".into());
-            j.kind = "export".into();
+            j.kind = "backup".into();
         });
         raw.storage.url = "ftp://x".into();
         raw.storage.s3.part_size_mib = 1;

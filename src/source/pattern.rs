@@ -1,0 +1,171 @@
+//! Table patterns for export jobs: `schema.table`, `*` and `?` wildcards, quoted identifiers.
+//! Unquoted parts fold to lower case, as SQL identifiers do; quoted parts are literal.
+
+/// One `include`/`exclude` pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePattern {
+    /// `None` matches a table in any schema.
+    schema: Option<Vec<Token>>,
+    table: Vec<Token>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(char),
+    AnyRun,
+    AnyOne,
+}
+
+impl TablePattern {
+    /// Parses `schema.table`, `table`, `"Odd ""Name"""."t*"`.
+    ///
+    /// # Errors
+    /// A message naming the pattern when it is empty, has more than two parts or an open quote.
+    pub fn parse(text: &str) -> Result<TablePattern, String> {
+        let mut parts: Vec<Vec<Token>> = vec![Vec::new()];
+        let mut chars = text.chars().peekable();
+        let mut quoted = false;
+        while let Some(c) = chars.next() {
+            let current = parts.last_mut().expect("one part");
+            match (quoted, c) {
+                (false, '"') => quoted = true,
+                (true, '"') => {
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        current.push(Token::Literal('"'));
+                    } else {
+                        quoted = false;
+                    }
+                }
+                (true, c) => current.push(Token::Literal(c)),
+                (false, '.') => parts.push(Vec::new()),
+                (false, '*') => current.push(Token::AnyRun),
+                (false, '?') => current.push(Token::AnyOne),
+                (false, c) if c.is_whitespace() => {
+                    return Err(format!("table pattern '{text}': quote names that contain spaces"));
+                }
+                (false, c) => current.extend(c.to_lowercase().map(Token::Literal)),
+            }
+        }
+        if quoted {
+            return Err(format!("table pattern '{text}' has an unterminated quote"));
+        }
+        if parts.iter().any(Vec::is_empty) {
+            return Err(format!("table pattern '{text}' has an empty part"));
+        }
+        match parts.len() {
+            1 => Ok(TablePattern {
+                schema: None,
+                table: parts.pop().expect("one part"),
+                text: text.to_string(),
+            }),
+            2 => {
+                let table = parts.pop().expect("two parts");
+                Ok(TablePattern {
+                    schema: parts.pop(),
+                    table,
+                    text: text.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "table pattern '{text}' has {} dot-separated parts; write schema.table (quote names containing dots)",
+                parts.len()
+            )),
+        }
+    }
+
+    /// Whether the table `schema.table` (exact catalog names) matches.
+    pub fn matches(&self, schema: &str, table: &str) -> bool {
+        self.schema.as_ref().is_none_or(|s| glob(s, schema)) && glob(&self.table, table)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn glob(pattern: &[Token], text: &str) -> bool {
+    let text: Vec<char> = text.chars().collect();
+    // Classic two-pointer wildcard matching with backtracking to the last `*`.
+    let (mut p, mut t) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(Token::AnyOne) => {
+                p += 1;
+                t += 1;
+            }
+            Some(Token::Literal(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            Some(Token::AnyRun) => {
+                star = Some((p, t));
+                p += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    p = sp + 1;
+                    t = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|tok| *tok == Token::AnyRun)
+}
+
+/// Whether a table is selected by `include` (all tables when empty) and not by `exclude`.
+pub fn selected(include: &[TablePattern], exclude: &[TablePattern], schema: &str, table: &str) -> bool {
+    (include.is_empty() || include.iter().any(|p| p.matches(schema, table)))
+        && !exclude.iter().any(|p| p.matches(schema, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str, t: &str) -> bool {
+        TablePattern::parse(p).unwrap().matches(s, t)
+    }
+
+    #[test]
+    fn wildcards_and_case_folding() {
+        assert!(m("public.*", "public", "film"));
+        assert!(!m("public.*", "other", "film"));
+        assert!(m("Public.Film", "public", "film"));
+        assert!(!m("public.film", "public", "Film"));
+        assert!(m("film", "any", "film"));
+        assert!(m("pay*", "public", "payment_p2022_01"));
+        assert!(m("*.payment_p2022_0?", "public", "payment_p2022_07"));
+        assert!(!m("*.payment_p2022_0?", "public", "payment_p2022_10"));
+        assert!(m("a*b*c", "s", "axxbyyc"));
+        assert!(!m("a*b*c", "s", "axxbyy"));
+    }
+
+    #[test]
+    fn quoted_identifiers_are_literal() {
+        assert!(m("\"We;ird \"\"Sch\"\".\"T*\"", "We;ird \"Sch\"", "T*"));
+        assert!(!m("\"We;ird \"\"Sch\"\".\"T*\"", "We;ird \"Sch\"", "Tx"));
+        assert!(m("\"My.Schema\".*", "My.Schema", "x"));
+        assert!(m("\"café ☕\".*", "café ☕", "x"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_errors() {
+        for bad in ["", "a.", ".b", "a.b.c", "\"open", "two words"] {
+            assert!(TablePattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn include_and_exclude() {
+        let inc = vec![TablePattern::parse("public.*").unwrap()];
+        let exc = vec![TablePattern::parse("public.log_*").unwrap()];
+        assert!(selected(&inc, &exc, "public", "film"));
+        assert!(!selected(&inc, &exc, "public", "log_2024"));
+        assert!(selected(&[], &exc, "other", "x"));
+    }
+}

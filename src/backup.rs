@@ -19,6 +19,7 @@ pub enum Stage {
     Storage,
     Connect,
     PgDump,
+    Export,
     Globals,
     Manifest,
 }
@@ -29,6 +30,7 @@ impl fmt::Display for Stage {
             Stage::Storage => "checking the store",
             Stage::Connect => "connecting to the database",
             Stage::PgDump => "pg_dump",
+            Stage::Export => "the table export",
             Stage::Globals => "pg_dumpall --globals-only",
             Stage::Manifest => "writing the manifest",
         })
@@ -55,6 +57,8 @@ pub enum BackupCause {
     Upload(#[from] UploadError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Export(#[from] source::export::ExportError),
 }
 
 impl BackupError {
@@ -75,14 +79,24 @@ impl BackupError {
 /// (best effort: objects that cannot be deleted are left without a manifest, which makes
 /// them not-a-backup).
 pub async fn run(job: &Job, store: &dyn ObjectStore) -> Result<Manifest, BackupError> {
-    let started_at = Utc::now();
+    run_at(job, store, Utc::now()).await
+}
+
+/// `run` with the start time, and so the backup id (`manifest::new_id(started_at)`), chosen
+/// by the caller: the daemon, which may cancel a run by dropping its future, then knows
+/// which objects to remove.
+///
+/// # Errors
+/// As `run`.
+pub async fn run_at(
+    job: &Job,
+    store: &dyn ObjectStore,
+    started_at: DateTime<Utc>,
+) -> Result<Manifest, BackupError> {
     let id = manifest::new_id(started_at);
     let clock = Instant::now();
     tracing::info!(job = %job.name, backup = %id, kind = job.kind.as_str(), "backup started");
-    let result = match job.kind {
-        JobKind::Dump => run_dump(job, store, &id, started_at).await,
-        JobKind::Export => todo!("export jobs"),
-    };
+    let result = run_job(job, store, &id, started_at).await;
     match result {
         Ok(m) => {
             tracing::info!(
@@ -102,7 +116,7 @@ pub async fn run(job: &Job, store: &dyn ObjectStore) -> Result<Manifest, BackupE
     }
 }
 
-async fn run_dump(
+async fn run_job(
     job: &Job,
     store: &dyn ObjectStore,
     id: &str,
@@ -137,43 +151,15 @@ async fn run_dump(
         .require_at_least(server.major(), &server.version)
         .map_err(|e| dump_fail(e.into()))?;
     tracing::info!(job = %job.name, backup = %id, pg_dump = %pg_dump.path.display(),
-        pg_dump_version = %pg_dump.version, server_version = %server.version, source = %target.describe(), "running pg_dump");
+        pg_dump_version = %pg_dump.version, server_version = %server.version, source = %target.describe(), "reading the database");
 
-    let env = target.child_env();
-    let dump_name = format!("dump.pgdump{}", job.compression.suffix());
-    let stored = stream_tool(
-        store,
-        &manifest::object_key(&job.name, id, &dump_name),
-        &pg_dump,
-        &source::pg_dump_args(),
-        &env,
-        job,
-    )
-    .await
-    .map_err(dump_fail)?;
-    let mut objects = vec![entry(&dump_name, "dump", job, &stored)];
-
-    let globals = if job.globals {
-        let (globals, object) = dump_globals(job, store, id, &target, &server)
-            .await
-            .map_err(fail(Stage::Globals))?;
-        objects.extend(object);
-        globals
-    } else {
-        Globals {
-            included: false,
-            role_passwords: false,
-            note: Some("disabled by the job's `globals = false`".into()),
-        }
-    };
-
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format_version: manifest::FORMAT_VERSION,
         id: id.to_string(),
         job: job.name.clone(),
         kind: job.kind.as_str().to_string(),
         started_at,
-        finished_at: Utc::now(),
+        finished_at: started_at,
         pgkeep_version: env!("CARGO_PKG_VERSION").to_string(),
         source: target.describe(),
         database: target.dbname().to_string(),
@@ -182,14 +168,59 @@ async fn run_dump(
         pg_dump_version: pg_dump.version.clone(),
         wal_lsn: server.wal_lsn.clone(),
         compression: job.compression.to_string(),
-        globals,
-        objects,
+        globals: Globals {
+            included: false,
+            role_passwords: false,
+            note: Some("disabled by the job's `globals = false`".into()),
+        },
+        objects: Vec::new(),
         snapshot: None,
         encoding: None,
         migration_version: None,
         sequences: Vec::new(),
         large_objects: None,
+        materialized_views: Vec::new(),
     };
+
+    match job.kind {
+        JobKind::Dump => {
+            let dump_name = format!("dump.pgdump{}", job.compression.suffix());
+            let stored = stream_tool(
+                store,
+                &manifest::object_key(&job.name, id, &dump_name),
+                &pg_dump,
+                &source::pg_dump_args(),
+                &target.child_env(),
+                job,
+            )
+            .await
+            .map_err(dump_fail)?;
+            manifest.objects.push(entry(&dump_name, "dump", job, &stored));
+        }
+        JobKind::Export => {
+            let exported = source::export::run(job, store, id, &target, &pg_dump)
+                .await
+                .map_err(|e| fail(Stage::Export)(e.into()))?;
+            manifest.objects = exported.objects;
+            manifest.snapshot = Some(exported.snapshot);
+            manifest.wal_lsn = exported.wal_lsn.or(manifest.wal_lsn);
+            manifest.encoding = Some("UTF8".into());
+            manifest.migration_version = exported.migration_version;
+            manifest.sequences = exported.sequences;
+            manifest.large_objects = exported.large_objects;
+            manifest.materialized_views = exported.materialized_views;
+        }
+    }
+
+    if job.globals {
+        let (globals, object) = dump_globals(job, store, id, &target, &server)
+            .await
+            .map_err(fail(Stage::Globals))?;
+        manifest.objects.extend(object);
+        manifest.globals = globals;
+    }
+
+    manifest.finished_at = Utc::now();
     manifest::write(store, &manifest)
         .await
         .map_err(|e| fail(Stage::Manifest)(e.into()))?;
@@ -207,7 +238,7 @@ async fn stream_tool(
 ) -> Result<Stored, BackupCause> {
     let (running, stdout) = Running::spawn_reader(tool.name, tool.command(args, env))?;
     let verdict = async move { running.finish().await.map(|_| ()) };
-    let stored = transfer::upload(store, key, stdout, job.compression, verdict).await?;
+    let stored = transfer::upload(store, key, stdout, job.compression, false, verdict).await?;
     Ok(stored)
 }
 

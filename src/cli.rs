@@ -27,8 +27,20 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaFromArg {
+    Dump,
+    Migrations,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: runs every scheduled job on its schedule; serves /metrics, /healthz and
+    /// /readyz at [daemon] listen; stops cleanly on SIGTERM or SIGINT
+    Run,
+    /// Diagnose the configuration, the store, and each job's connection, TLS, table access
+    /// and pg_dump version; one line per check, exit 1 if any fails
+    Check,
     /// Run one job now; prints the new backup's id as the last line
     Backup {
         /// The job (may be omitted when there is exactly one)
@@ -74,5 +86,66 @@ pub enum Command {
         /// Do not restore object ownership (for a server without the source's roles)
         #[arg(long)]
         no_owner: bool,
+        /// Export backups: take the schema from the captured dump or from the job's
+        /// migrations (default: migrations when the job has a migrations dir)
+        #[arg(long, value_enum)]
+        schema_from: Option<SchemaFromArg>,
+        /// Export backups: restore only the data of tables matching these patterns
+        #[arg(long, value_delimiter = ',', value_name = "PATTERN,...")]
+        tables: Vec<String>,
+        /// Export backups: load the data even when the migrated schema differs
+        #[arg(long)]
+        allow_drift: bool,
     },
+    /// Re-read backups: check every object's size and sha256, decode it fully, and check the
+    /// archive (pg_restore --list) or the row count; exit 1 naming every damaged object
+    Verify {
+        /// A backup id, or `latest` (the default)
+        #[arg(conflicts_with = "all")]
+        backup: Option<String>,
+        /// Every committed backup (of --job, or of all jobs)
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        job: Option<String>,
+    },
+    /// Apply retention: delete the backups no keep_* rule keeps (never the newest)
+    Prune {
+        /// One job (default: every job with a retention policy)
+        #[arg(long)]
+        job: Option<String>,
+        /// Print the plan and change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Apply SQL migrations (NNNN_name.sql files in --dir; without --dir, pgkeep's own
+    /// catalog schema); needs no configuration file
+    Migrate {
+        /// The database (libpq conninfo or URL); its password comes from the URL,
+        /// PGPASSWORD or the passfile
+        #[arg(long, value_name = "CONNINFO")]
+        database: String,
+        /// The migrations directory (default: pgkeep's catalog migrations, built in)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Stop after this version
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
+        target_version: Option<i64>,
+        /// The tracking table, optionally schema-qualified (default: pgkeep_schema_migrations,
+        /// or pgkeep.schema_migrations for the catalog)
+        #[arg(long, value_name = "NAME")]
+        table: Option<String>,
+    },
+    /// The catalog database mirroring backup history ([catalog] in the configuration)
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Apply the catalog's migrations, then rebuild its committed backups from the manifests
+    /// in storage (the manifests are the truth)
+    Sync,
 }

@@ -18,14 +18,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Box<dyn ObjectStore>>
     Ok(store::open(&config.storage.url, &config.storage.s3).await?)
 }
 
-/// `pgkeep backup [JOB]`: runs one job now and returns its committed manifest.
+/// `pgkeep backup [JOB]`: runs one job now and returns its committed manifest. A job with a
+/// retention policy is pruned afterwards; a failing prune is a warning, not a failed backup.
 ///
 /// # Errors
 /// A usage error for an unknown job; `BackupError` when the run fails.
 pub async fn backup(config: &Config, job: Option<&str>) -> anyhow::Result<Manifest> {
     let job = config.job(job)?;
     let store = open_store(config).await?;
-    Ok(crate::backup::run(job, store.as_ref()).await?)
+    let m = crate::backup::run(job, store.as_ref()).await?;
+    crate::prune::after_backup(config, job, store.as_ref(), chrono::Utc::now()).await;
+    Ok(m)
 }
 
 /// `pgkeep list`: committed backups, newest first, as a table or a JSON array.
@@ -200,8 +203,83 @@ pub async fn restore(
 ) -> anyhow::Result<RestoreReport> {
     let store = open_store(config).await?;
     let m = resolve(config, store.as_ref(), job, backup).await?;
+    let mut options = options;
+    if options.migrations.is_none() {
+        options.migrations = config
+            .jobs
+            .get(&m.job)
+            .and_then(|j| j.export.migrations.clone());
+    }
     let plan = restore::plan(m, options).await?;
     Ok(restore::apply(store.as_ref(), plan).await?)
+}
+
+/// `pgkeep prune [--job JOB] [--dry-run]`: applies retention to one job, or to every job with
+/// a policy, writing each plan (every backup, kept with its reasons or deleted) to `out`.
+///
+/// # Errors
+/// A usage error for an unknown job; `PruneError` for the jobs whose prune failed (the other
+/// jobs are still pruned).
+pub async fn prune(
+    config: &Config,
+    job: Option<&str>,
+    dry_run: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let jobs: Vec<&crate::config::Job> = match job {
+        Some(name) => vec![config.job(Some(name))?],
+        None => config.jobs.values().filter(|j| j.retention.is_some()).collect(),
+    };
+    if jobs.is_empty() {
+        let _ = writeln!(out, "no job has a retention policy: nothing to prune");
+        return Ok(());
+    }
+    let store = open_store(config).await?;
+    let now = chrono::Utc::now();
+    let mut failed = Vec::new();
+    for j in jobs {
+        match crate::prune::prune_job(config, j, store.as_ref(), now, dry_run).await {
+            Ok(report) => {
+                let _ = write!(out, "{}", report.render());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "job '{}': prune failed: {e}", j.name);
+                failed.push(e);
+            }
+        }
+    }
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0).into()),
+        n => Err(anyhow::anyhow!(
+            "prune failed for {n} jobs; first: {}",
+            failed.remove(0)
+        )),
+    }
+}
+
+/// `pgkeep verify [BACKUP | --all] [--job JOB]`: re-reads and checks the backup(s), one line
+/// per object to `out`. `BACKUP` is an id or `latest` (the default).
+///
+/// # Errors
+/// As `resolve`; `verify::VerifyFailed` naming every damaged object.
+pub async fn verify(
+    config: &Config,
+    job: Option<&str>,
+    backup: Option<&str>,
+    all: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let selection = if all {
+        crate::verify::Selection::All {
+            job: job.map(str::to_string),
+        }
+    } else {
+        let m = resolve(config, store.as_ref(), job, backup.unwrap_or("latest")).await?;
+        crate::verify::Selection::Backups(vec![m])
+    };
+    crate::verify::verify(config, store.as_ref(), selection, out).await
 }
 
 /// `1.5 MiB`-style sizes for people.

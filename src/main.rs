@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use cli::{Cli, Command, LogFormat};
+use cli::{CatalogCommand, Cli, Command, LogFormat};
 use pgkeep::commands;
-use pgkeep::restore::RestoreOptions;
+use pgkeep::restore::{RestoreOptions, SchemaFrom};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -41,6 +41,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // `migrate` names its database on the command line and needs no configuration file.
+    if let Command::Migrate {
+        database,
+        dir,
+        target_version,
+        table,
+    } = &cli.command
+    {
+        let out =
+            pgkeep::migrate::command(database, dir.as_deref(), *target_version, table.as_deref())
+                .await?;
+        print!("{out}");
+        return Ok(());
+    }
     let config = pgkeep::config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Backup { job } => {
@@ -71,6 +85,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             clean,
             create,
             no_owner,
+            schema_from,
+            tables,
+            allow_drift,
         } => {
             let options = RestoreOptions {
                 target,
@@ -79,6 +96,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 create,
                 no_owner,
                 staging_dir: None,
+                schema_from: schema_from.map(|s| match s {
+                    cli::SchemaFromArg::Dump => SchemaFrom::Dump,
+                    cli::SchemaFromArg::Migrations => SchemaFrom::Migrations,
+                }),
+                migrations: None,
+                tables,
+                allow_drift,
             };
             let r = commands::restore(&config, job.as_deref(), &backup, options).await?;
             println!(
@@ -90,6 +114,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r.duration.as_secs_f64()
             );
         }
+        Command::Verify { backup, all, job } => {
+            let mut out = std::io::stdout();
+            commands::verify(&config, job.as_deref(), backup.as_deref(), all, &mut out).await?;
+        }
+        Command::Prune { job, dry_run } => {
+            let mut out = std::io::stdout();
+            commands::prune(&config, job.as_deref(), dry_run, &mut out).await?;
+        }
+        Command::Catalog {
+            command: CatalogCommand::Sync,
+        } => {
+            print!("{}", pgkeep::catalog::sync_command(&config).await?);
+        }
+        Command::Run => pgkeep::daemon::run(config).await?,
+        Command::Check => {
+            let report = pgkeep::check::run(&config).await;
+            print!("{}", report.render());
+            let failed = report.failures();
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} checks failed", report.checks.len());
+            }
+        }
+        Command::Migrate { .. } => unreachable!("handled before the configuration is loaded"),
     }
     Ok(())
 }

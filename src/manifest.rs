@@ -51,6 +51,18 @@ pub struct Manifest {
     /// absence is never silent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub large_objects: Option<LargeObjects>,
+    /// Export backups: materialized views and whether they were populated (a restore
+    /// refreshes exactly the populated ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub materialized_views: Vec<MaterializedView>,
+}
+
+/// A materialized view of an export backup's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializedView {
+    /// `"schema"."name"`.
+    pub name: String,
+    pub populated: bool,
 }
 
 /// One sequence's state, as `setval(name, last_value, is_called)` restores it.
@@ -60,6 +72,9 @@ pub struct SequenceState {
     pub name: String,
     pub last_value: i64,
     pub is_called: bool,
+    /// `"schema"."table"` whose column owns the sequence (serial, identity), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<String>,
 }
 
 /// Large objects present in the database but not included in the backup.

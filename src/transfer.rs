@@ -34,6 +34,8 @@ pub enum UploadError {
     Source(#[from] crate::source::SourceError),
     #[error("the source produced no data")]
     Empty,
+    #[error("reading the source failed: {0}")]
+    Read(io::Error),
     #[error("compression failed: {0}")]
     Compress(io::Error),
     #[error(transparent)]
@@ -42,7 +44,8 @@ pub enum UploadError {
 
 /// Compresses `input` with `compression` and stores it under `key`. The object is only
 /// completed if `verdict` (typically: the producing process exited 0) succeeds and the input
-/// was not empty; otherwise the upload is abandoned and nothing is left under `key`.
+/// was not empty (unless `allow_empty`); otherwise the upload is abandoned and nothing is
+/// left under `key`.
 ///
 /// # Errors
 /// The first failing stage, source first: a failed producer explains a broken store stream,
@@ -52,6 +55,7 @@ pub async fn upload<R, V>(
     key: &str,
     input: R,
     compression: Compression,
+    allow_empty: bool,
     verdict: V,
 ) -> Result<Stored, UploadError>
 where
@@ -62,7 +66,7 @@ where
     let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
     let bridge = SyncIoBridge::new(input);
     let producer =
-        tokio::task::spawn_blocking(move || compress_stream(bridge, compression, &tx, verdict_rx));
+        tokio::task::spawn_blocking(move || compress_stream(bridge, compression, allow_empty, &tx, verdict_rx));
     let body = Box::pin(StreamReader::new(ReceiverStream::new(rx)));
     let put = store.put(key, body);
     let judge = async {
@@ -78,6 +82,7 @@ where
     let (raw_bytes, stored_bytes, sha256) = match compressed {
         Ok(v) => v,
         Err(ProduceError::Empty) => return Err(UploadError::Empty),
+        Err(ProduceError::Read(e)) => return Err(UploadError::Read(e)),
         Err(ProduceError::Abandoned) => {
             return Err(put_result
                 .err()
@@ -109,6 +114,7 @@ where
 
 enum ProduceError {
     Empty,
+    Read(io::Error),
     Abandoned,
     Io(io::Error),
 }
@@ -117,6 +123,7 @@ enum ProduceError {
 fn compress_stream(
     mut input: impl Read,
     compression: Compression,
+    allow_empty: bool,
     tx: &mpsc::Sender<io::Result<Bytes>>,
     verdict: oneshot::Receiver<bool>,
 ) -> Result<(u64, u64, String), ProduceError> {
@@ -138,7 +145,10 @@ fn compress_stream(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(e)),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(ProduceError::Read(e));
+            }
         };
         raw += n as u64;
         encoder.write_all(&buf[..n]).map_err(fail)?;
@@ -148,7 +158,7 @@ fn compress_stream(
         let _ = tx.blocking_send(Err(io::Error::other("source failed")));
         return Err(ProduceError::Abandoned);
     }
-    if raw == 0 {
+    if raw == 0 && !allow_empty {
         let _ = tx.blocking_send(Err(io::Error::other("source produced no data")));
         return Err(ProduceError::Empty);
     }

@@ -4,6 +4,7 @@
 mod connect;
 mod conninfo;
 mod passfile;
+pub mod introspect;
 
 use std::path::PathBuf;
 

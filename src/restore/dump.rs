@@ -2,11 +2,10 @@
 
 use tokio_util::io::SyncIoBridge;
 
-use super::{RestoreError, RestorePlan};
-use crate::codec::Compression;
-use crate::source::{Running, SourceError, Tool};
+use super::{RestoreError, RestorePlan, stage};
+use crate::source::Running;
 use crate::store::ObjectStore;
-use crate::transfer::{self, Expected};
+use crate::transfer;
 
 /// Runs pg_restore for the plan and returns the archive's size.
 pub(super) async fn apply(
@@ -15,32 +14,7 @@ pub(super) async fn apply(
 ) -> Result<u64, RestoreError> {
     let manifest = &plan.manifest;
     let object = &plan.object;
-    let compression = Compression::from_manifest_name(&object.compression).ok_or_else(|| {
-        RestoreError::Damaged(std::io::Error::other(format!(
-            "object {} uses unknown compression '{}'",
-            object.key, object.compression
-        )))
-    })?;
-    let key = manifest.key_of(&object.key);
-    let expected = Expected {
-        key: key.clone(),
-        stored_bytes: object.stored_bytes,
-        sha256: object.sha256.clone(),
-    };
-    let dump_major = manifest
-        .pg_dump_version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
-    let tool = Tool::locate(
-        "pg_restore",
-        None,
-        Some(dump_major.max(manifest.server_version_num / 10000)),
-    )
-    .await?;
-    tool.require_at_least(dump_major, &manifest.pg_dump_version)?;
-
+    let tool = stage::pg_restore(manifest).await?;
     let mut args = vec![
         "--exit-on-error".to_string(),
         "--no-password".to_string(),
@@ -56,9 +30,10 @@ pub(super) async fn apply(
     if jobs == 1 {
         // One transaction, fed as a stream: a damaged object is noticed before the last bytes
         // reach pg_restore, which is then killed and its transaction rolled back.
+        let (compression, expected) = stage::expectations(manifest, object)?;
         args.push("--single-transaction".to_string());
         let (running, stdin) = Running::spawn_writer("pg_restore", tool.command(&args, &env))?;
-        let source = SyncIoBridge::new(store.get(&key).await?);
+        let source = SyncIoBridge::new(store.get(&expected.key).await?);
         let sink = SyncIoBridge::new(stdin);
         let raw = object.raw_bytes;
         let copied = tokio::task::spawn_blocking(move || {
@@ -83,54 +58,19 @@ pub(super) async fn apply(
         }
     } else {
         // Parallel pg_restore needs a seekable archive: stage it, fully verified, first.
-        let dir = plan
-            .options
-            .staging_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir);
-        let staged = tempfile::Builder::new()
-            .prefix("pgkeep-restore-")
-            .suffix(".pgdump")
-            .tempfile_in(&dir)
-            .map_err(|e| staging_error(&dir, &e))?;
-        let file = staged.reopen().map_err(|e| staging_error(&dir, &e))?;
-        let source = SyncIoBridge::new(store.get(&key).await?);
-        let raw = object.raw_bytes;
-        let n = tokio::task::spawn_blocking(move || {
-            transfer::copy_verified(
-                source,
-                expected,
-                compression,
-                raw,
-                std::io::BufWriter::new(file),
-            )
-        })
-        .await
-        .map_err(|e| RestoreError::Damaged(std::io::Error::other(e.to_string())))?
-        .map_err(RestoreError::Damaged)?;
+        let staged = stage::stage(store, plan, object).await?;
         args.push(format!("--jobs={jobs}"));
         args.push(staged.path().display().to_string());
         let running = Running::spawn_plain("pg_restore", tool.command(&args, &env))?;
         running.finish().await?;
-        drop(staged);
-        Ok(n)
+        Ok(object.raw_bytes)
     }
-}
-
-fn staging_error(dir: &std::path::Path, e: &std::io::Error) -> RestoreError {
-    RestoreError::Source(SourceError::Spawn {
-        program: format!("staging in {}", dir.display()),
-        reason: e.to_string(),
-    })
 }
 
 /// `dbname='...'`: a conninfo naming only the database, so any database name is taken
 /// literally and no credential ever appears in pg_restore's argv.
-fn dbname_conninfo(name: &str) -> String {
-    format!(
-        "dbname='{}'",
-        name.replace('\\', "\\\\").replace('\'', "\\'")
-    )
+pub(super) fn dbname_conninfo(name: &str) -> String {
+    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
-//! Restores: plan (resolve the backup, check the target) then apply (pg_restore).
+//! Restores: plan (resolve the backup, check the target) then apply — pg_restore for a dump;
+//! schema (captured or from migrations) plus parallel COPY FROM for an export.
 
 mod dump;
+mod export;
+mod schema;
+mod stage;
 
 use std::time::Duration;
 
@@ -23,8 +27,27 @@ pub struct RestoreOptions {
     pub create: bool,
     /// Skip ownership commands (for a target without the source's roles).
     pub no_owner: bool,
-    /// Where `--jobs` > 1 stages the dump; the system temp dir when `None`.
+    /// Where archives are staged when pg_restore needs a seekable file; the system temp dir
+    /// when `None`.
     pub staging_dir: Option<std::path::PathBuf>,
+    /// Export backups: where the schema comes from (default: migrations when the job has a
+    /// migrations directory, else the captured schema).
+    pub schema_from: Option<SchemaFrom>,
+    /// Export backups: the job's migrations (directory and tracking table), if configured.
+    pub migrations: Option<crate::config::Migrations>,
+    /// Export backups: restore only the data of tables matching these patterns.
+    pub tables: Vec<String>,
+    /// Export backups: load data even when the migrated schema differs from the captured one.
+    pub allow_drift: bool,
+}
+
+/// Where an export restore takes the schema from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaFrom {
+    /// The schema pg_dump captured in the backup's snapshot.
+    Dump,
+    /// The application's migrations, up to the backup's recorded migration version.
+    Migrations,
 }
 
 /// Errors of a restore; none of them leaves a silently half-restored database behind
@@ -53,6 +76,20 @@ pub enum RestoreError {
     },
     #[error("backup {id} is a '{kind}' backup, which this version of pgkeep cannot restore")]
     UnsupportedKind { id: String, kind: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("the schema built by the migrations differs from the backup's:\n{diff}\n(pass --allow-drift to load the data anyway)")]
+    Drift { diff: String },
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
+    #[error("table {table}: loaded {loaded} rows but the backup holds {expected}")]
+    RowCount {
+        table: String,
+        loaded: u64,
+        expected: u64,
+    },
+    #[error("loading table {table}: {reason}")]
+    Load { table: String, reason: String },
 }
 
 /// A checked restore, ready to apply.
@@ -86,20 +123,28 @@ pub async fn plan(
     manifest: Manifest,
     options: RestoreOptions,
 ) -> Result<RestorePlan, RestoreError> {
-    if manifest.kind != "dump" {
+    if manifest.kind != "dump" && manifest.kind != "export" {
         return Err(RestoreError::UnsupportedKind {
             id: manifest.id.clone(),
             kind: manifest.kind.clone(),
         });
     }
+    let role = if manifest.kind == "export" { "schema" } else { "dump" };
     let object = manifest
-        .object("dump")
+        .object(role)
         .cloned()
         .ok_or_else(|| RestoreError::MissingObject {
             id: manifest.id.clone(),
             job: manifest.job.clone(),
-            role: "dump",
+            role,
         })?;
+    if manifest.kind == "export" {
+        export::check_options(&manifest, &options)?;
+    } else if !options.tables.is_empty() || options.schema_from.is_some() || options.allow_drift {
+        return Err(RestoreError::Usage(
+            "--tables, --schema-from and --allow-drift apply to export backups only".into(),
+        ));
+    }
     let target = Target::resolve(&options.target, None)?;
     let mut create_database = false;
     let mut replace_database = false;
@@ -147,7 +192,11 @@ pub async fn apply(
     } else if plan.create_database {
         create_database(&plan.target).await?;
     }
-    let raw_bytes = dump::apply(store, &plan).await?;
+    let raw_bytes = if plan.manifest.kind == "export" {
+        export::apply(store, &plan).await?
+    } else {
+        dump::apply(store, &plan).await?
+    };
     Ok(RestoreReport {
         backup: plan.manifest.id.clone(),
         job: plan.manifest.job.clone(),

@@ -1,5 +1,6 @@
 //! What a backup reads: `pg_dump` and `pg_dumpall` child processes streaming their output.
 
+pub mod export;
 mod pattern;
 mod tool;
 

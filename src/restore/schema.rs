@@ -1,0 +1,234 @@
+//! The schema side of an export restore: the captured schema's pre- and post-data sections
+//! through pg_restore, or the application's migrations plus a drift check.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tokio_postgres::Client;
+
+use super::RestoreError;
+use crate::manifest::{Column, ObjectEntry};
+use crate::pg::{PgError, Target, describe_error, introspect};
+use crate::source::{Running, Tool};
+
+/// Runs `pg_restore --section=SECTION` of the staged schema archive, optionally through a
+/// filtered table of contents.
+pub(super) async fn pg_restore_section(
+    tool: &Tool,
+    target: &Target,
+    archive: &Path,
+    section: &str,
+    list: Option<&Path>,
+    no_owner: bool,
+) -> Result<(), RestoreError> {
+    let mut args = vec![
+        "--exit-on-error".to_string(),
+        "--no-password".to_string(),
+        "--single-transaction".to_string(),
+        format!("--section={section}"),
+        format!("--dbname={}", super::dump::dbname_conninfo(target.dbname())),
+    ];
+    if no_owner {
+        args.push("--no-owner".to_string());
+    }
+    if let Some(l) = list {
+        args.push(format!("--use-list={}", l.display()));
+    }
+    args.push(archive.display().to_string());
+    tracing::info!(section, target = %target.describe(), "restoring the captured schema");
+    Running::spawn_plain("pg_restore", tool.command(&args, &target.child_env()))?
+        .finish()
+        .await?;
+    Ok(())
+}
+
+/// The archive's table of contents with the entries `keep` rejects commented out, written to
+/// a temp file for `--use-list`.
+pub(super) async fn filtered_list(
+    tool: &Tool,
+    archive: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<tempfile::NamedTempFile, RestoreError> {
+    let out = tool
+        .command(
+            &["--list".to_string(), archive.display().to_string()],
+            &[],
+        )
+        .output()
+        .await
+        .map_err(|e| crate::source::SourceError::Spawn {
+            program: "pg_restore --list".into(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(crate::source::SourceError::Failed {
+            program: "pg_restore --list".into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+        .into());
+    }
+    let mut list = String::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with(';') || keep(line) {
+            let _ = writeln!(list, "{line}");
+        } else {
+            let _ = writeln!(list, ";{line}");
+        }
+    }
+    let file = tempfile::NamedTempFile::new().map_err(|e| RestoreError::Load {
+        table: String::new(),
+        reason: format!("writing a restore list: {e}"),
+    })?;
+    std::fs::write(file.path(), list).map_err(|e| RestoreError::Load {
+        table: String::new(),
+        reason: format!("writing a restore list: {e}"),
+    })?;
+    Ok(file)
+}
+
+/// The description part of a TOC line: `ID; OID OID DESC rest` -> (`DESC`, `rest`).
+pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
+    const DESCS: &[&str] = &[
+        "FK CONSTRAINT",
+        "CONSTRAINT",
+        "TABLE DATA",
+        "TABLE",
+        "DEFAULT",
+        "SEQUENCE OWNED BY",
+        "SEQUENCE",
+    ];
+    let (_, after) = line.split_once("; ")?;
+    let mut parts = after.splitn(3, ' ');
+    parts.next()?;
+    parts.next()?;
+    let rest = parts.next()?;
+    DESCS
+        .iter()
+        .find_map(|d| rest.strip_prefix(d).and_then(|r| r.strip_prefix(' ')).map(|r| (*d, r)))
+}
+
+/// Applies the job's migrations up to `version` in the target.
+pub(super) async fn migrate(
+    target: &Target,
+    migrations: &crate::config::Migrations,
+    version: i64,
+) -> Result<(), RestoreError> {
+    let files = crate::migrate::discover(&migrations.dir)?;
+    let mut client = target.connect().await?;
+    let report = crate::migrate::apply(
+        &mut client,
+        &files,
+        &crate::migrate::MigrateOptions {
+            table: migrations.table.clone(),
+            target_version: Some(version),
+        },
+    )
+    .await?;
+    if report.version != Some(version) {
+        return Err(RestoreError::Usage(format!(
+            "the migrations in {} reach version {:?}, but the backup was taken at version {version}",
+            migrations.dir.display(),
+            report.version
+        )));
+    }
+    tracing::info!(version, applied = report.applied.len(), "migrations applied to the target");
+    Ok(())
+}
+
+/// Compares the target's tables with the backup's table objects. Returns the tables the
+/// target lacks, and readable lines for every other difference.
+pub(super) async fn drift(
+    client: &Client,
+    tables: &[&ObjectEntry],
+) -> Result<(Vec<String>, Vec<String>), RestoreError> {
+    let mut missing = Vec::new();
+    let mut diff = Vec::new();
+    for object in tables {
+        let name = object.table.clone().unwrap_or_default();
+        let oid: Option<u32> = client
+            .query_one("SELECT to_regclass($1)::oid", &[&name])
+            .await
+            .map_err(|e| PgError::Query {
+                what: "looking up a table",
+                target: String::new(),
+                reason: describe_error(&e),
+            })?
+            .get(0);
+        let Some(oid) = oid else {
+            missing.push(name);
+            continue;
+        };
+        let mut found = introspect::table_columns(client, &[oid]).await?;
+        let actual = found.remove(&oid).unwrap_or_default();
+        diff.extend(column_diff(&name, &object.columns, &actual));
+    }
+    Ok((missing, diff))
+}
+
+/// Differences between the backup's columns of a table and the target's, as readable lines.
+pub(super) fn column_diff(table: &str, expected: &[Column], actual: &[Column]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in expected {
+        match actual.iter().find(|a| a.name == e.name) {
+            None => out.push(format!("  {table}: column {} {} is missing", e.name, e.type_name)),
+            Some(a) if a.type_name != e.type_name => out.push(format!(
+                "  {table}: column {} is {} in the target but {} in the backup",
+                e.name, a.type_name, e.type_name
+            )),
+            Some(a) if a.generated != e.generated => out.push(format!(
+                "  {table}: column {} is {}generated in the target but {}generated in the backup",
+                e.name,
+                if a.generated { "" } else { "not " },
+                if e.generated { "" } else { "not " }
+            )),
+            Some(_) => {}
+        }
+    }
+    for a in actual {
+        if !expected.iter().any(|e| e.name == a.name) {
+            out.push(format!(
+                "  {table}: column {} {} exists only in the target",
+                a.name, a.type_name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, t: &str) -> Column {
+        Column {
+            name: name.into(),
+            type_name: t.into(),
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn column_diff_names_each_difference() {
+        let expected = vec![col("id", "integer"), col("name", "text"), col("gone", "date")];
+        let actual = vec![col("id", "bigint"), col("name", "text"), col("extra", "jsonb")];
+        let d = column_diff("\"public\".\"t\"", &expected, &actual).join("\n");
+        assert!(d.contains("column id is bigint in the target but integer in the backup"), "{d}");
+        assert!(d.contains("column gone date is missing"), "{d}");
+        assert!(d.contains("column extra jsonb exists only in the target"), "{d}");
+        assert!(!d.contains("column name"), "{d}");
+    }
+
+    #[test]
+    fn toc_lines_are_parsed() {
+        assert_eq!(
+            toc_entry("215; 1259 16390 TABLE public actor postgres"),
+            Some(("TABLE", "public actor postgres"))
+        );
+        assert_eq!(
+            toc_entry("4012; 2606 16500 FK CONSTRAINT public film film_language_id_fkey postgres"),
+            Some(("FK CONSTRAINT", "public film film_language_id_fkey postgres"))
+        );
+        assert_eq!(toc_entry("; Archive created at"), None);
+    }
+}

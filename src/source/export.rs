@@ -1,0 +1,379 @@
+//! Export jobs: every selected table read by parallel workers in one exported snapshot,
+//! each streamed with `COPY ... TO STDOUT` (text format) into its own compressed object,
+//! while pg_dump captures the schema in the same snapshot.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Mutex;
+use tokio_postgres::Client;
+use tokio_util::io::StreamReader;
+
+use crate::codec::Compression;
+use crate::config::Job;
+use crate::manifest::{LargeObjects, MaterializedView, ObjectEntry, SequenceState, object_key};
+use crate::pg::introspect::{self, TableInfo};
+use crate::pg::{PgError, Target, describe_error};
+use crate::source::{Running, SourceError, TablePattern, Tool, selected};
+use crate::store::ObjectStore;
+use crate::transfer::{self, UploadError};
+
+/// Session settings that make COPY's text output exact and independent of the server's
+/// configuration (the same ones pg_dump uses).
+const SESSION_SETUP: &str = "SET row_security = off; SET extra_float_digits = 3; \
+     SET DateStyle = ISO; SET IntervalStyle = postgres; SET TimeZone = 'UTC'; \
+     SET bytea_output = hex; SET client_encoding = 'UTF8'; SET statement_timeout = 0; \
+     SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
+
+/// What an export read, for the manifest.
+#[derive(Debug)]
+pub struct Exported {
+    pub snapshot: String,
+    pub wal_lsn: Option<String>,
+    pub objects: Vec<ObjectEntry>,
+    pub sequences: Vec<SequenceState>,
+    pub large_objects: Option<LargeObjects>,
+    pub migration_version: Option<i64>,
+    pub materialized_views: Vec<MaterializedView>,
+}
+
+/// Errors of an export, naming the table or step.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error("exporting table {table}: {cause}")]
+    Table { table: String, cause: UploadError },
+    #[error("capturing the schema: {0}")]
+    Schema(UploadError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("the snapshot-holding connection failed before the export finished: {0}")]
+    Coordinator(String),
+    #[error("no table matches the job's include/exclude patterns")]
+    NothingSelected,
+}
+
+/// Runs the export of `job` into `<job>/<id>/`.
+///
+/// # Errors
+/// `ExportError`; whatever was stored is left for the caller to discard.
+pub async fn run(
+    job: &Job,
+    store: &dyn ObjectStore,
+    id: &str,
+    target: &Target,
+    pg_dump: &Tool,
+) -> Result<Exported, ExportError> {
+    let pg = |what: &'static str| {
+        let t = target.describe();
+        move |e: tokio_postgres::Error| PgError::Query {
+            what,
+            target: t.clone(),
+            reason: describe_error(&e),
+        }
+    };
+    let coordinator = target.connect().await?;
+    coordinator
+        .batch_execute(SESSION_SETUP)
+        .await
+        .map_err(pg("setting up the session"))?;
+    coordinator
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(pg("starting the snapshot transaction"))?;
+    let row = coordinator
+        .query_one(
+            "SELECT pg_export_snapshot(), CASE WHEN pg_is_in_recovery() \
+             THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END",
+            &[],
+        )
+        .await
+        .map_err(pg("exporting the snapshot"))?;
+    let snapshot: String = row.get(0);
+    let wal_lsn: Option<String> = row.get(1);
+
+    let tables = select_tables(job, introspect::data_tables(&coordinator).await?)?;
+    lock_tables(&coordinator, &tables).await.map_err(pg("locking the tables"))?;
+    let sequences = read_sequences(&coordinator).await?;
+    let lo_count = introspect::large_object_count(&coordinator).await?;
+    let large_objects = (lo_count > 0).then(|| {
+        tracing::warn!(job = %job.name, count = lo_count, "large objects are not included in export backups");
+        LargeObjects {
+            count: lo_count,
+            included: false,
+        }
+    });
+    let materialized_views = introspect::materialized_views(&coordinator).await?;
+    let migration_version = match &job.export.migrations {
+        Some(m) => introspect::migration_version(&coordinator, &m.table).await?,
+        None => None,
+    };
+    tracing::info!(job = %job.name, backup = %id, snapshot = %snapshot, tables = tables.len(),
+        workers = job.export.parallel, "exporting tables in one snapshot");
+
+    let schema_name = format!("schema.pgdump{}", job.compression.suffix());
+    let schema = capture_schema(job, store, id, target, pg_dump, &snapshot, &schema_name);
+    let data = export_tables(job, store, id, target, &snapshot, tables);
+    let (schema, data) = tokio::join!(schema, data);
+    let schema = schema?;
+    let mut tables = data?;
+
+    // The snapshot must have been held for the whole run: a dead coordinator fails it.
+    coordinator
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| ExportError::Coordinator(describe_error(&e)))?;
+
+    tables.sort_by_key(|(index, _)| *index);
+    let mut objects = vec![schema];
+    objects.extend(tables.into_iter().map(|(_, o)| o));
+    Ok(Exported {
+        snapshot,
+        wal_lsn,
+        objects,
+        sequences,
+        large_objects,
+        migration_version,
+        materialized_views,
+    })
+}
+
+/// Applies include/exclude; a partition also matches through its partitioned ancestors.
+fn select_tables(job: &Job, all: Vec<TableInfo>) -> Result<Vec<TableInfo>, ExportError> {
+    let parse = |ps: &[String]| -> Vec<TablePattern> {
+        ps.iter().filter_map(|p| TablePattern::parse(p).ok()).collect()
+    };
+    let include = parse(&job.export.include);
+    let exclude = parse(&job.export.exclude);
+    let chosen: Vec<TableInfo> = all
+        .into_iter()
+        .filter(|t| {
+            std::iter::once((&t.schema, &t.name))
+                .chain(t.ancestors.iter().map(|(s, n)| (s, n)))
+                .any(|(s, n)| selected(&include, &[], s, n))
+                && !std::iter::once((&t.schema, &t.name))
+                    .chain(t.ancestors.iter().map(|(s, n)| (s, n)))
+                    .any(|(s, n)| exclude.iter().any(|p| p.matches(s, n)))
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(ExportError::NothingSelected);
+    }
+    Ok(chosen)
+}
+
+async fn lock_tables(client: &Client, tables: &[TableInfo]) -> Result<(), tokio_postgres::Error> {
+    for chunk in tables.chunks(500) {
+        let names: Vec<String> = chunk.iter().map(TableInfo::qualified).collect();
+        client
+            .batch_execute(&format!(
+                "LOCK TABLE {} IN ACCESS SHARE MODE",
+                names.join(", ")
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>, ExportError> {
+    let mut out = Vec::new();
+    for seq in introspect::sequences(client).await? {
+        let (last_value, is_called) = introspect::sequence_state(client, &seq.name).await?;
+        out.push(SequenceState {
+            name: seq.name,
+            last_value,
+            is_called,
+            owned_by: seq.owned_by,
+        });
+    }
+    Ok(out)
+}
+
+/// pg_dump --schema-only in the exported snapshot.
+async fn capture_schema(
+    job: &Job,
+    store: &dyn ObjectStore,
+    id: &str,
+    target: &Target,
+    pg_dump: &Tool,
+    snapshot: &str,
+    name: &str,
+) -> Result<ObjectEntry, ExportError> {
+    let args: Vec<String> = [
+        "--format=custom",
+        "--compress=0",
+        "--schema-only",
+        "--no-password",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([format!("--snapshot={snapshot}")])
+    .collect();
+    let (running, stdout) =
+        Running::spawn_reader(pg_dump.name, pg_dump.command(&args, &target.child_env()))?;
+    let verdict = async move { running.finish().await.map(|_| ()) };
+    let key = object_key(&job.name, id, name);
+    let stored = transfer::upload(store, &key, stdout, job.compression, false, verdict)
+        .await
+        .map_err(ExportError::Schema)?;
+    Ok(ObjectEntry {
+        key: name.to_string(),
+        role: "schema".into(),
+        table: None,
+        rows: None,
+        columns: Vec::new(),
+        compression: job.compression.name().to_string(),
+        raw_bytes: stored.raw_bytes,
+        stored_bytes: stored.stored_bytes,
+        sha256: stored.sha256,
+    })
+}
+
+/// Runs `job.export.parallel` workers over a shared queue, biggest tables first. The first
+/// failure stops the others (their uploads are abandoned when their futures are dropped).
+async fn export_tables(
+    job: &Job,
+    store: &dyn ObjectStore,
+    id: &str,
+    target: &Target,
+    snapshot: &str,
+    tables: Vec<TableInfo>,
+) -> Result<Vec<(usize, ObjectEntry)>, ExportError> {
+    let mut indexed: Vec<(usize, TableInfo)> = tables.into_iter().enumerate().collect();
+    indexed.sort_by_key(|(_, t)| std::cmp::Reverse(t.pages));
+    let queue = Arc::new(Mutex::new(VecDeque::from(indexed)));
+    let workers = (0..job.export.parallel).map(|_| {
+        let queue = Arc::clone(&queue);
+        async move {
+            let client = worker_connection(target, snapshot).await?;
+            let mut done = Vec::new();
+            loop {
+                let next = queue.lock().await.pop_front();
+                let Some((index, table)) = next else { break };
+                let entry = export_table(&client, job, store, id, index, &table).await?;
+                done.push((index, entry));
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| ExportError::Coordinator(describe_error(&e)))?;
+            Ok::<_, ExportError>(done)
+        }
+    });
+    let results = futures::future::try_join_all(workers).await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
+async fn worker_connection(target: &Target, snapshot: &str) -> Result<Client, ExportError> {
+    let client = target.connect().await?;
+    let sql = format!(
+        "{SESSION_SETUP}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SET TRANSACTION SNAPSHOT {}",
+        crate::pg::quote_literal(snapshot)
+    );
+    client.batch_execute(&sql).await.map_err(|e| PgError::Query {
+        what: "importing the snapshot",
+        target: target.describe(),
+        reason: describe_error(&e),
+    })?;
+    Ok(client)
+}
+
+/// One table: COPY TO STDOUT, rows counted from the stream (one `\n` per row in text format).
+async fn export_table(
+    client: &Client,
+    job: &Job,
+    store: &dyn ObjectStore,
+    id: &str,
+    index: usize,
+    table: &TableInfo,
+) -> Result<ObjectEntry, ExportError> {
+    let qualified = table.qualified();
+    let columns = table.data_columns();
+    let sql = if columns.is_empty() {
+        format!("COPY {qualified} TO STDOUT")
+    } else {
+        format!("COPY {qualified} ({}) TO STDOUT", columns.join(", "))
+    };
+    let fail = |cause: UploadError| ExportError::Table {
+        table: qualified.clone(),
+        cause,
+    };
+    let stream = client.copy_out(&sql).await.map_err(|e| {
+        fail(UploadError::Read(std::io::Error::other(describe_error(&e))))
+    })?;
+    let rows = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&rows);
+    let bytes = stream
+        .map_ok(move |chunk| {
+            let n = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            counter.fetch_add(n, Ordering::Relaxed);
+            chunk
+        })
+        .map_err(|e| std::io::Error::other(describe_error(&e)))
+        .boxed();
+    let name = format!(
+        "tables/{index:05}-{}.copy{}",
+        file_safe(&table.schema, &table.name),
+        job.compression.suffix()
+    );
+    let key = object_key(&job.name, id, &name);
+    let stored = transfer::upload(
+        store,
+        &key,
+        StreamReader::new(bytes),
+        job.compression,
+        true,
+        async { Ok(()) },
+    )
+    .await
+    .map_err(fail)?;
+    let rows = rows.load(Ordering::Relaxed);
+    tracing::debug!(table = %qualified, rows, bytes = stored.stored_bytes, "table exported");
+    Ok(ObjectEntry {
+        key: name,
+        role: "table".into(),
+        table: Some(qualified),
+        rows: Some(rows),
+        columns: table.columns.clone(),
+        compression: compression_name(job.compression),
+        raw_bytes: stored.raw_bytes,
+        stored_bytes: stored.stored_bytes,
+        sha256: stored.sha256,
+    })
+}
+
+fn compression_name(c: Compression) -> String {
+    c.name().to_string()
+}
+
+/// A readable, file-system-safe rendering of a table name for object keys.
+fn file_safe(schema: &str, name: &str) -> String {
+    let mut s: String = format!("{schema}.{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.truncate(80);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_safe_names() {
+        assert_eq!(super::file_safe("public", "film"), "public.film");
+        assert_eq!(
+            super::file_safe("we;ird \"s", "slash/../x"),
+            "we_ird__s.slash_.._x"
+        );
+    }
+}

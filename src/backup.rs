@@ -65,8 +65,15 @@ impl BackupError {
     /// Whether running the job again soon may succeed (network trouble, throttling).
     pub fn is_retryable(&self) -> bool {
         match &self.cause {
-            BackupCause::Pg(e) => e.is_retryable(),
-            BackupCause::Store(e) | BackupCause::Upload(UploadError::Store(e)) => e.is_retryable(),
+            BackupCause::Pg(e) | BackupCause::Export(source::export::ExportError::Pg(e)) => {
+                e.is_retryable()
+            }
+            BackupCause::Store(e)
+            | BackupCause::Upload(UploadError::Store(e))
+            | BackupCause::Export(source::export::ExportError::Table {
+                cause: UploadError::Store(e),
+                ..
+            }) => e.is_retryable(),
             _ => false,
         }
     }

@@ -144,15 +144,15 @@ fn daemon_settings(raw: &RawDaemon, problems: &mut Problems) -> Daemon {
         );
         chrono_tz::UTC
     });
-    let listen = raw.listen.as_ref().and_then(|l| match l.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
+    let listen = raw.listen.as_ref().and_then(|l| {
+        let parsed = l.parse().ok();
+        if parsed.is_none() {
             problems.add(
                 "daemon.listen",
                 format!("'{l}' is not an address:port such as \"127.0.0.1:9187\""),
             );
-            None
         }
+        parsed
     });
     if !(1..=64).contains(&raw.max_concurrent_jobs) {
         problems.add("daemon.max_concurrent_jobs", "must be between 1 and 64");
@@ -170,7 +170,7 @@ fn daemon_settings(raw: &RawDaemon, problems: &mut Problems) -> Daemon {
         retry_backoff: duration("daemon.retry_backoff", &raw.retry_backoff, problems)
             .unwrap_or(Duration::from_secs(10)),
         orphan_age: duration("daemon.orphan_age", &raw.orphan_age, problems)
-            .unwrap_or(Duration::from_secs(86_400)),
+            .unwrap_or(Duration::from_hours(24)),
     }
 }
 
@@ -347,24 +347,10 @@ fn export_settings(
     }
 }
 
-/// Checks the shape of a 6-field cron expression (sec min hour day-of-month month day-of-week).
+/// Parses a schedule with the cron parser the daemon fires with, so a bad expression is a
+/// configuration error rather than a daemon that never runs the job.
 fn check_schedule(s: &str) -> Result<(), String> {
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 6 {
-        return Err(format!(
-            "'{s}' has {} fields; a schedule has 6: sec min hour day-of-month month day-of-week (e.g. \"0 0 3 * * *\")",
-            fields.len()
-        ));
-    }
-    for f in fields {
-        if !f
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*/,-?#L".contains(c))
-        {
-            return Err(format!("'{s}': field '{f}' is not a cron field"));
-        }
-    }
-    Ok(())
+    crate::daemon::Schedule::parse(s).map(|_| ())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::store::{ObjectStore, StoreError};
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 pub struct RestoreOptions {
     /// libpq conninfo of the target database.
     pub target: String,

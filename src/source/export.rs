@@ -309,7 +309,7 @@ async fn export_table(
     let counter = Arc::clone(&rows);
     let bytes = stream
         .map_ok(move |chunk| {
-            let n = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+            let n = memchr::memchr_iter(b'\n', &chunk).count() as u64;
             counter.fetch_add(n, Ordering::Relaxed);
             chunk
         })

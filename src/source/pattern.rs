@@ -147,8 +147,8 @@ mod tests {
 
     #[test]
     fn quoted_identifiers_are_literal() {
-        assert!(m("\"We;ird \"\"Sch\"\".\"T*\"", "We;ird \"Sch\"", "T*"));
-        assert!(!m("\"We;ird \"\"Sch\"\".\"T*\"", "We;ird \"Sch\"", "Tx"));
+        assert!(m("\"We;ird \"\"Sch\"\"\".\"T*\"", "We;ird \"Sch\"", "T*"));
+        assert!(!m("\"We;ird \"\"Sch\"\"\".\"T*\"", "We;ird \"Sch\"", "Tx"));
         assert!(m("\"My.Schema\".*", "My.Schema", "x"));
         assert!(m("\"café ☕\".*", "café ☕", "x"));
     }

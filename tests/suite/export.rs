@@ -197,8 +197,11 @@ async fn migrations_from(db: &str, dir: &Path) {
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('\\'))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .fold(String::new(), |mut acc, l| {
+            acc.push_str(l);
+            acc.push('\n');
+            acc
+        });
     // Split before the first index so the schema comes from two migrations.
     let cut = sql.find("\nCREATE INDEX").unwrap_or(sql.len() / 2);
     std::fs::write(dir.join("0001_tables.sql"), &sql[..cut]).unwrap();
@@ -229,8 +232,11 @@ async fn torture_built_by_migrations_restores_both_ways() {
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('\\'))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .fold(String::new(), |mut acc, l| {
+            acc.push_str(l);
+            acc.push('\n');
+            acc
+        });
     c.psql_sql(&app, &data_sql).await;
     let tracking = "pgkeep_schema_migrations";
     let before = c.snapshot_excluding(&app, &[tracking]).await;
@@ -241,12 +247,11 @@ async fn torture_built_by_migrations_restores_both_ways() {
         c.url(&app),
         dir.path().display()
     ));
-    let p = match &target {
-        Some(t) => p.envs(&t.pgkeep_env()),
-        None => {
-            let store = p.dir.path().join("backups");
-            p.env("PGKEEP_STORAGE__URL", &format!("file://{}", store.display()))
-        }
+    let p = if let Some(t) = &target {
+        p.envs(&t.pgkeep_env())
+    } else {
+        let store = p.dir.path().join("backups");
+        p.env("PGKEEP_STORAGE__URL", &format!("file://{}", store.display()))
     };
     let id = p.backup_ok().await;
     let show = p.run(&["show", &id, "--json"]).await.expect_code(0);

@@ -95,7 +95,7 @@ async fn transfers_during_an_export_never_tear_the_ledger() {
         "[jobs.bank]\nkind = \"export\"\ndatabase = \"{}\"\nparallel = 1\nglobals = false\n",
         c.url(&db)
     ));
-    let config = pgkeep::config::load_from(Some(&p.config_path()), &Default::default()).unwrap();
+    let config = pgkeep::config::load_from(Some(&p.config_path()), &std::collections::HashMap::default()).unwrap();
     let store = SlowStore(LocalStore::new(&p.store_dir().display().to_string()));
     let during = transfers.load(Ordering::Relaxed);
     let manifest = pgkeep::backup::run(&config.jobs["bank"], &store).await.unwrap();

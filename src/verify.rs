@@ -1,0 +1,592 @@
+//! Verification: re-reading every object of a backup, checking its size and sha256, decoding
+//! it fully, and checking what its role promises (a pg_dump archive `pg_restore` can read,
+//! the recorded row count of a table). Streaming, with bounded memory; every object is
+//! checked even after damage is found, so one run reports all of it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use tokio_util::io::SyncIoBridge;
+
+use crate::codec::Compression;
+use crate::commands::human_bytes;
+use crate::config::Config;
+use crate::manifest::{self, MANIFEST_NAME, Manifest, ObjectEntry};
+use crate::source::{Running, SourceError, Tool};
+use crate::store::{ObjectStore, StoreError};
+use crate::transfer::{Expected, VerifyingReader};
+
+/// Size of the reads from the decoder.
+const CHUNK: usize = 256 * 1024;
+
+/// What is wrong with one object (or why it could not be checked).
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectDamage {
+    #[error("missing from the store")]
+    Missing,
+    #[error("cannot open it: {0}")]
+    Store(StoreError),
+    /// Wrong size or sha256, or the read itself failed; the message names the object.
+    #[error("{0}")]
+    Stored(io::Error),
+    #[error(
+        "size and sha256 match the manifest, but it does not decode as {compression}: {reason}"
+    )]
+    Decode {
+        compression: &'static str,
+        reason: io::Error,
+    },
+    #[error("the manifest records an unknown compression '{0}'")]
+    UnknownCompression(String),
+    #[error("decodes to {actual} bytes but the manifest records {expected}")]
+    RawSize { actual: u64, expected: u64 },
+    #[error("holds {actual} rows but the manifest records {expected}")]
+    Rows { actual: u64, expected: u64 },
+    #[error("the manifest records no row count for this table object")]
+    NoRowCount,
+    #[error("pg_restore --list cannot read the archive: {0}")]
+    Archive(SourceError),
+    #[error("cannot run pg_restore to check the archive: {0}")]
+    NoTool(String),
+}
+
+/// The result of checking one object.
+#[derive(Debug)]
+pub struct ObjectCheck {
+    /// The object's full store key (`<job>/<id>/<name>`).
+    pub key: String,
+    pub role: String,
+    /// What was confirmed, or what is wrong.
+    pub outcome: Result<String, ObjectDamage>,
+}
+
+impl ObjectCheck {
+    pub fn is_ok(&self) -> bool {
+        self.outcome.is_ok()
+    }
+}
+
+impl fmt::Display for ObjectCheck {
+    /// `ok       main/<id>/dump.pgdump.gz (dump: ...)` or `DAMAGED  <key> (role): why`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.outcome {
+            Ok(detail) => write!(f, "ok       {} ({}: {detail})", self.key, self.role),
+            Err(e) => {
+                // Messages of the size/sha256 check start by naming the object again.
+                let why = e.to_string();
+                let prefix = format!("object {} ", self.key);
+                let why = why.strip_prefix(&prefix).unwrap_or(&why);
+                write!(f, "DAMAGED  {} ({}): {why}", self.key, self.role)
+            }
+        }
+    }
+}
+
+/// Damage found by a verification: exit code 1, naming every damaged object.
+#[derive(Debug, thiserror::Error)]
+#[error("verify found damage in {} of {checked} objects: {}", .damaged.len(), .damaged.join(", "))]
+pub struct VerifyFailed {
+    pub checked: usize,
+    pub damaged: Vec<String>,
+}
+
+/// The backups a verification covers.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// These manifests (already resolved).
+    Backups(Vec<Manifest>),
+    /// Every committed backup in the store, of one job or of all; manifests that cannot be
+    /// read are reported as damage rather than stopping the run.
+    All { job: Option<String> },
+}
+
+/// Verifies the selected backups, writing one line per object to `out` as it is checked.
+///
+/// # Errors
+/// `VerifyFailed` naming every damaged object (after checking all of them); store errors
+/// when the backups cannot even be listed.
+pub async fn verify(
+    config: &Config,
+    store: &dyn ObjectStore,
+    selection: Selection,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut tools = Tools::default();
+    let mut checked = 0usize;
+    let mut damaged = Vec::new();
+    let mut backups = 0usize;
+    let manifests = match selection {
+        Selection::Backups(list) => list.into_iter().map(Ok).collect(),
+        Selection::All { job } => committed(store, job.as_deref()).await?,
+    };
+    if manifests.is_empty() {
+        let _ = writeln!(out, "no committed backups in {}", store.describe());
+    }
+    for entry in manifests {
+        let m = match entry {
+            Ok(m) => m,
+            Err((key, e)) => {
+                let _ = writeln!(out, "DAMAGED  {key} (manifest): {e}");
+                checked += 1;
+                damaged.push(key);
+                continue;
+            }
+        };
+        backups += 1;
+        let _ = writeln!(
+            out,
+            "backup {} of job '{}' ({} objects, {} stored)",
+            m.id,
+            m.job,
+            m.objects.len(),
+            human_bytes(m.stored_bytes())
+        );
+        if m.objects.is_empty() {
+            let key = m.key_of(MANIFEST_NAME);
+            let _ = writeln!(out, "DAMAGED  {key} (manifest): it lists no objects");
+            checked += 1;
+            damaged.push(key);
+            continue;
+        }
+        let bin_dir = config
+            .jobs
+            .get(&m.job)
+            .and_then(|j| j.pg_bin_dir.as_deref());
+        for object in &m.objects {
+            let check = verify_object(store, &m, object, bin_dir, &mut tools).await;
+            let _ = writeln!(out, "{check}");
+            let _ = out.flush();
+            checked += 1;
+            if !check.is_ok() {
+                tracing::warn!(backup = %m.id, object = %check.key, "damaged object");
+                damaged.push(check.key);
+            }
+        }
+    }
+    if !damaged.is_empty() {
+        return Err(VerifyFailed { checked, damaged }.into());
+    }
+    if backups > 0 {
+        let _ = writeln!(
+            out,
+            "verified {checked} objects of {backups} backup{}: all intact",
+            if backups == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+/// Every committed backup (of `job`), newest first; an unreadable manifest is kept as its
+/// key and error so it is reported with the rest.
+async fn committed(
+    store: &dyn ObjectStore,
+    job: Option<&str>,
+) -> Result<Vec<Result<Manifest, (String, manifest::ManifestError)>>, StoreError> {
+    let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
+    let mut keys: Vec<String> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|meta| meta.key)
+        .filter(|k| {
+            let parts: Vec<&str> = k.split('/').collect();
+            parts.len() == 3 && parts[2] == MANIFEST_NAME
+        })
+        .collect();
+    // `<job>/<id>/...`: newest id first, as `list` shows them.
+    keys.sort_by(|a, b| {
+        let id = |k: &str| k.split('/').nth(1).unwrap_or("").to_string();
+        id(b).cmp(&id(a)).then_with(|| a.cmp(b))
+    });
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        out.push(manifest::read(store, &key).await.map_err(|e| (key, e)));
+    }
+    Ok(out)
+}
+
+/// pg_restore per major version, located once per run.
+#[derive(Debug, Default)]
+pub struct Tools(HashMap<u32, Result<Tool, String>>);
+
+impl Tools {
+    async fn pg_restore(&mut self, bin_dir: Option<&Path>, major: u32) -> Result<Tool, String> {
+        if let Some(found) = self.0.get(&major) {
+            return found.clone();
+        }
+        let found = match Tool::locate("pg_restore", bin_dir, Some(major)).await {
+            Ok(tool) if major > 0 && tool.major < major => Err(format!(
+                "{} is version {}, older than the pg_dump ({major}) that wrote the archive",
+                tool.path.display(),
+                tool.version
+            )),
+            Ok(tool) => Ok(tool),
+            Err(e) => Err(e.to_string()),
+        };
+        self.0.insert(major, found.clone());
+        found
+    }
+}
+
+/// Checks one object of `manifest`; never fails, the outcome says what was found.
+pub async fn verify_object(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    bin_dir: Option<&Path>,
+    tools: &mut Tools,
+) -> ObjectCheck {
+    let key = manifest.key_of(&object.key);
+    let outcome = check(store, manifest, object, &key, bin_dir, tools).await;
+    ObjectCheck {
+        key,
+        role: object.role.clone(),
+        outcome,
+    }
+}
+
+async fn check(
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+    key: &str,
+    bin_dir: Option<&Path>,
+    tools: &mut Tools,
+) -> Result<String, ObjectDamage> {
+    let compression = Compression::from_manifest_name(&object.compression)
+        .ok_or_else(|| ObjectDamage::UnknownCompression(object.compression.clone()))?;
+    let is_archive = matches!(object.role.as_str(), "dump" | "schema");
+    let rows = if object.role == "table" {
+        Some(object.rows.ok_or(ObjectDamage::NoRowCount)?)
+    } else {
+        None
+    };
+    let reader = match store.get(key).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound { .. }) => return Err(ObjectDamage::Missing),
+        Err(e) => return Err(ObjectDamage::Store(e)),
+    };
+    let mut archive = None;
+    let mut tool_version = String::new();
+    if is_archive {
+        let major = manifest
+            .pg_dump_version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .unwrap_or(0);
+        let tool = tools
+            .pg_restore(bin_dir, major)
+            .await
+            .map_err(ObjectDamage::NoTool)?;
+        tool_version.clone_from(&tool.version);
+        let (running, stdin) =
+            Running::spawn_writer("pg_restore --list", tool.command(&["--list".into()], &[]))
+                .map_err(|e| ObjectDamage::NoTool(e.to_string()))?;
+        archive = Some((running, SyncIoBridge::new(stdin)));
+    }
+    let (running, sink) = match archive {
+        Some((r, s)) => (Some(r), Some(s)),
+        None => (None, None),
+    };
+    let expected = Expected {
+        key: key.to_string(),
+        stored_bytes: object.stored_bytes,
+        sha256: object.sha256.clone(),
+    };
+    let source = SyncIoBridge::new(reader);
+    let raw_bytes = object.raw_bytes;
+    let count_lines = rows.is_some();
+    let decoded = tokio::task::spawn_blocking(move || {
+        decode(source, expected, compression, raw_bytes, count_lines, sink)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ObjectDamage::Stored(io::Error::other(e.to_string()))));
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(r) = running {
+                r.kill().await;
+            }
+            return Err(e);
+        }
+    };
+    if let Some(r) = running {
+        r.finish().await.map_err(ObjectDamage::Archive)?;
+    }
+    if decoded.raw != raw_bytes {
+        return Err(ObjectDamage::RawSize {
+            actual: decoded.raw,
+            expected: raw_bytes,
+        });
+    }
+    if let Some(expected) = rows
+        && decoded.lines != expected
+    {
+        return Err(ObjectDamage::Rows {
+            actual: decoded.lines,
+            expected,
+        });
+    }
+    let size = human_bytes(raw_bytes);
+    Ok(match object.role.as_str() {
+        "dump" | "schema" => {
+            format!("{size} decoded, pg_restore {tool_version} reads the archive")
+        }
+        "table" => format!("{size} decoded, {} rows", decoded.lines),
+        _ => format!("{size} decoded"),
+    })
+}
+
+/// What decoding an object found.
+struct Decoded {
+    raw: u64,
+    lines: u64,
+}
+
+/// The blocking half: read the stored bytes through the size + sha256 check, decode them
+/// (refusing more than `raw_bytes`), count newlines, and feed `archive` (pg_restore's stdin)
+/// for as long as it reads.
+fn decode(
+    stored: impl Read,
+    expected: Expected,
+    compression: Compression,
+    raw_bytes: u64,
+    count_lines: bool,
+    mut archive: Option<impl Write>,
+) -> Result<Decoded, ObjectDamage> {
+    let mut verifier = VerifyingReader::new(stored, expected);
+    let mut latch = Latch {
+        inner: &mut verifier,
+        failed: false,
+    };
+    let mut raw = 0u64;
+    let mut lines = 0u64;
+    let decoded: io::Result<()> = {
+        let mut decoder = compression.decoder(&mut latch, raw_bytes);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match decoder.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(e),
+            };
+            raw += n as u64;
+            if count_lines {
+                // Decoding is several times slower than this loop, which the compiler
+                // vectorizes: not worth a dependency.
+                #[allow(clippy::naive_bytecount)]
+                let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count();
+                lines += newlines as u64;
+            }
+            if let Some(w) = archive.as_mut()
+                && w.write_all(&buf[..n]).is_err()
+            {
+                // pg_restore --list stops once it has read the table of contents; its exit
+                // status says whether it could. The rest is still decoded and checked.
+                archive = None;
+            }
+        }
+    };
+    let stored_failed = latch.failed;
+    match decoded {
+        // The size/sha256 check (or the read) failed: that is the cause.
+        Err(e) if stored_failed => return Err(ObjectDamage::Stored(e)),
+        // Decoding failed first: damaged stored bytes explain that, so check them.
+        Err(reason) => {
+            verifier.finish().map_err(ObjectDamage::Stored)?;
+            return Err(ObjectDamage::Decode {
+                compression: compression.name(),
+                reason,
+            });
+        }
+        Ok(()) => verifier.finish().map_err(ObjectDamage::Stored)?,
+    }
+    if let Some(mut w) = archive {
+        let _ = w.flush();
+    }
+    Ok(Decoded { raw, lines })
+}
+
+/// Remembers whether the reader below the decoder failed, to tell a stored-bytes problem
+/// (size, sha256, I/O) from a decoding one.
+struct Latch<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Latch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {
+        let mut e = c.encoder(Vec::new());
+        e.write_all(data).unwrap();
+        let s = e.finish().unwrap();
+        let exp = Expected {
+            key: "main/x/t.copy.gz".into(),
+            stored_bytes: s.len() as u64,
+            sha256: hex::encode(Sha256::digest(&s)),
+        };
+        (s, exp)
+    }
+
+    fn rows(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("{i}\tname {i}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn good_data_decodes_and_counts_rows() {
+        let data = rows(100_000);
+        let (s, exp) = stored(&data, Compression::Gzip(1));
+        let d = decode(
+            &s[..],
+            exp,
+            Compression::Gzip(1),
+            data.len() as u64,
+            true,
+            None::<Vec<u8>>,
+        )
+        .unwrap();
+        assert_eq!(d.raw, data.len() as u64);
+        assert_eq!(d.lines, 100_000);
+    }
+
+    /// A pipe whose reader has gone.
+    struct Closed;
+
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn archive_sink_gets_everything_and_a_closed_sink_is_tolerated() {
+        let data = rows(50_000);
+        let (s, exp) = stored(&data, Compression::None);
+        let mut sink = Vec::new();
+        decode(
+            &s[..],
+            exp.clone(),
+            Compression::None,
+            data.len() as u64,
+            false,
+            Some(&mut sink),
+        )
+        .unwrap();
+        assert_eq!(sink, data);
+        let d = decode(
+            &s[..],
+            exp,
+            Compression::None,
+            data.len() as u64,
+            false,
+            Some(Closed),
+        )
+        .unwrap();
+        assert_eq!(d.raw, data.len() as u64);
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_as_a_checksum_mismatch() {
+        let data = rows(100_000);
+        let (mut s, exp) = stored(&data, Compression::Gzip(1));
+        let mid = s.len() / 2;
+        s[mid] ^= 0x40;
+        let err = decode(
+            &s[..],
+            exp,
+            Compression::Gzip(1),
+            data.len() as u64,
+            true,
+            None::<Vec<u8>>,
+        )
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(matches!(err, ObjectDamage::Stored(_)), "{msg}");
+        assert!(msg.contains("sha256"), "{msg}");
+        assert!(msg.contains("main/x/t.copy.gz"), "{msg}");
+    }
+
+    #[test]
+    fn truncation_is_reported_as_a_size_mismatch() {
+        let data = rows(100_000);
+        let (s, exp) = stored(&data, Compression::Gzip(1));
+        let err = decode(
+            &s[..s.len() / 2],
+            exp,
+            Compression::Gzip(1),
+            data.len() as u64,
+            false,
+            None::<Vec<u8>>,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("bytes"), "{err}");
+        assert!(matches!(err, ObjectDamage::Stored(_)), "{err}");
+    }
+
+    #[test]
+    fn intact_bytes_that_do_not_decode_are_a_decode_error() {
+        let data = rows(1000);
+        // Stored uncompressed but recorded as gzip.
+        let (s, exp) = stored(&data, Compression::None);
+        let err = decode(
+            &s[..],
+            exp,
+            Compression::Gzip(6),
+            data.len() as u64,
+            false,
+            None::<Vec<u8>>,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, ObjectDamage::Decode { .. }), "{err}");
+    }
+
+    #[test]
+    fn more_decoded_bytes_than_recorded_are_refused() {
+        let data = rows(1000);
+        let (s, exp) = stored(&data, Compression::Gzip(1));
+        let err = decode(
+            &s[..],
+            exp,
+            Compression::Gzip(1),
+            data.len() as u64 - 1,
+            false,
+            None::<Vec<u8>>,
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("more bytes"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_table_object_decodes_to_nothing() {
+        let (s, exp) = stored(b"", Compression::Gzip(1));
+        let d = decode(&s[..], exp, Compression::Gzip(1), 0, true, None::<Vec<u8>>).unwrap();
+        assert_eq!((d.raw, d.lines), (0, 0));
+    }
+}

@@ -276,41 +276,50 @@ pub async fn enabled_user_triggers(
         .collect())
 }
 
-/// A foreign key as `ALTER TABLE ... ADD CONSTRAINT` recreates it.
+/// A constraint that must be off while data loads, as `ALTER TABLE ... ADD CONSTRAINT`
+/// recreates it: a foreign key (its check depends on load order) or a NOT VALID check
+/// (existing rows may violate it; COPY would refuse them).
 #[derive(Debug, Clone)]
-pub struct ForeignKey {
+pub struct LoadConstraint {
     /// `"schema"."table"`.
     pub table: String,
     pub name: String,
     pub definition: String,
-    /// `"schema"."table"` the key references.
-    pub references: String,
+    /// `"schema"."table"` a foreign key references; `None` for a check.
+    pub references: Option<String>,
 }
 
-/// Every top-level foreign key (not the per-partition clones) in user schemas.
+/// Every top-level foreign key (not the per-partition clones) and every NOT VALID check
+/// constraint defined on its own table (not inherited) in user schemas.
 ///
 /// # Errors
 /// `PgError::Query`.
-pub async fn foreign_keys(client: &Client) -> Result<Vec<ForeignKey>, PgError> {
+pub async fn load_constraints(client: &Client) -> Result<Vec<LoadConstraint>, PgError> {
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, con.conname::text, \
                 pg_get_constraintdef(con.oid), rn.nspname::text, r.relname::text \
          FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         JOIN pg_class r ON r.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace \
-         WHERE con.contype = 'f' AND con.conparentid = 0 AND {USER_SCHEMAS} ORDER BY 1, 2"
+         LEFT JOIN pg_class r ON r.oid = con.confrelid \
+         LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace \
+         WHERE ((con.contype = 'f' AND con.conparentid = 0) \
+                OR (con.contype = 'c' AND NOT con.convalidated AND con.coninhcount = 0)) \
+           AND {USER_SCHEMAS} ORDER BY con.contype DESC, 1, 2, 3"
     );
     let rows = client
         .query(&sql, &[])
         .await
-        .map_err(query_error("listing foreign keys"))?;
+        .map_err(query_error("listing constraints"))?;
     Ok(rows
         .iter()
-        .map(|r| ForeignKey {
+        .map(|r| LoadConstraint {
             table: qualify(r.get(0), r.get(1)),
             name: r.get(2),
             definition: r.get(3),
-            references: qualify(r.get(4), r.get(5)),
+            references: r
+                .get::<_, Option<&str>>(4)
+                .zip(r.get::<_, Option<&str>>(5))
+                .map(|(s, n)| qualify(s, n)),
         })
         .collect())
 }

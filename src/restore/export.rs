@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 
 use super::{RestoreError, RestoreOptions, RestorePlan, SchemaFrom, schema, stage};
 use crate::manifest::{Manifest, ObjectEntry};
-use crate::pg::introspect::{self, ForeignKey, data_columns};
+use crate::pg::introspect::{self, LoadConstraint, data_columns};
 use crate::pg::{PgError, Target, describe_error, quote_ident};
 use crate::source::TablePattern;
 use crate::store::ObjectStore;
@@ -178,14 +178,15 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
 
     let restored: BTreeSet<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
 
-    // 2. Foreign keys come off while data loads and go back on (validated) afterwards.
+    // 2. Foreign keys and NOT VALID checks come off while data loads and go back on afterwards
+    //    (foreign keys validated then, as pg_restore does).
     let admin = target.connect().await?;
-    let foreign_keys = introspect::foreign_keys(&admin).await?;
+    let foreign_keys = introspect::load_constraints(&admin).await?;
     for fk in &foreign_keys {
         exec(
             &admin,
             &format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote_ident(&fk.name)),
-            "dropping a foreign key for the load",
+            "dropping a constraint for the load",
         )
         .await?;
     }
@@ -277,12 +278,13 @@ fn toc_names(tables: &[String]) -> Vec<String> {
 
 async fn restore_foreign_keys(
     client: &Client,
-    keys: &[ForeignKey],
+    keys: &[LoadConstraint],
     only_within: Option<&BTreeSet<String>>,
 ) -> Result<(), RestoreError> {
     for fk in keys {
         if let Some(set) = only_within
-            && !(set.contains(&fk.table) && set.contains(&fk.references))
+            && let Some(references) = &fk.references
+            && !(set.contains(&fk.table) && set.contains(references))
         {
             tracing::warn!(table = %fk.table, constraint = %fk.name, "foreign key not recreated: a table it links is not part of this selective restore");
             continue;
@@ -297,7 +299,7 @@ async fn restore_foreign_keys(
             .await
             .map_err(|e| RestoreError::Load {
                 table: fk.table.clone(),
-                reason: format!("foreign key {} does not hold: {}", fk.name, describe_error(&e)),
+                reason: format!("constraint {} does not hold: {}", fk.name, describe_error(&e)),
             })?;
     }
     Ok(())

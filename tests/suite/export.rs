@@ -183,29 +183,35 @@ async fn inheritance_generated_columns_and_large_objects() {
     assert_eq!(m["large_objects"]["included"], false);
 }
 
-/// Runs `pgkeep migrate`; the migrations directory is the source database's schema split in two.
-async fn migrations_from(db: &str, dir: &Path) {
+/// `pg_dump` of `db` as SQL with psql's `\restrict` lines removed.
+async fn dump_sql(db: &str, args: &[&str]) -> String {
     let c = cluster();
     let out = c
         .command("pg_dump")
-        .args(["--schema-only", "--dbname", &c.url(db)])
+        .args(args)
+        .args(["--dbname", &c.url(db)])
         .output()
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let sql: String = String::from_utf8(out.stdout)
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .filter(|l| !l.starts_with('\\'))
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
         .fold(String::new(), |mut acc, l| {
             acc.push_str(l);
             acc.push('\n');
             acc
-        });
-    // Split before the first index so the schema comes from two migrations.
-    let cut = sql.find("\nCREATE INDEX").unwrap_or(sql.len() / 2);
-    std::fs::write(dir.join("0001_tables.sql"), &sql[..cut]).unwrap();
-    std::fs::write(dir.join("0002_indexes.sql"), &sql[cut..]).unwrap();
+        })
+}
+
+/// A migrations directory holding the schema of `db`: tables first, then what pg_dump puts
+/// after the data (keys, indexes, foreign keys, triggers, NOT VALID checks).
+async fn migrations_from(db: &str, dir: &Path) {
+    let pre = dump_sql(db, &["--schema-only", "--section=pre-data"]).await;
+    let post = dump_sql(db, &["--schema-only", "--section=post-data"]).await;
+    std::fs::write(dir.join("0001_tables.sql"), pre).unwrap();
+    std::fs::write(dir.join("0002_constraints.sql"), post).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,29 +221,20 @@ async fn torture_built_by_migrations_restores_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     migrations_from(&template, dir.path()).await;
 
-    // The application database: schema by `pgkeep migrate`, then the data.
+    // The application database: tables by `pgkeep migrate`, the data, then the rest.
     let app = c.create_db("mig_app").await;
     let migrate = Pgkeep::with_config("");
+    let dir_arg = dir.path().display().to_string();
     migrate
-        .run(&["migrate", "--database", &c.url(&app), "--dir", &dir.path().display().to_string()])
+        .run(&["migrate", "--database", &c.url(&app), "--dir", &dir_arg, "--target-version", "1"])
         .await
         .expect_code(0);
-    let data = c
-        .command("pg_dump")
-        .args(["--data-only", "--disable-triggers", "--dbname", &c.url(&template)])
-        .output()
-        .await
-        .unwrap();
-    let data_sql: String = String::from_utf8(data.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('\\'))
-        .fold(String::new(), |mut acc, l| {
-            acc.push_str(l);
-            acc.push('\n');
-            acc
-        });
+    let data_sql = dump_sql(&template, &["--data-only", "--disable-triggers"]).await;
     c.psql_sql(&app, &data_sql).await;
+    migrate
+        .run(&["migrate", "--database", &c.url(&app), "--dir", &dir_arg])
+        .await
+        .expect_code(0);
     let tracking = "pgkeep_schema_migrations";
     let before = c.snapshot_excluding(&app, &[tracking]).await;
 
@@ -271,12 +268,12 @@ async fn torture_built_by_migrations_restores_both_ways() {
 
     // Drift: a migrations directory that no longer matches the backup is refused before any data.
     let drifted = tempfile::tempdir().unwrap();
-    for f in ["0001_tables.sql", "0002_indexes.sql"] {
+    for f in ["0001_tables.sql", "0002_constraints.sql"] {
         std::fs::copy(dir.path().join(f), drifted.path().join(f)).unwrap();
     }
-    let text = std::fs::read_to_string(drifted.path().join("0002_indexes.sql")).unwrap();
+    let text = std::fs::read_to_string(drifted.path().join("0002_constraints.sql")).unwrap();
     std::fs::write(
-        drifted.path().join("0002_indexes.sql"),
+        drifted.path().join("0002_constraints.sql"),
         format!("{text}\nALTER TABLE torture.people ADD COLUMN nickname text;\n"),
     )
     .unwrap();

@@ -372,3 +372,45 @@ pub async fn sync_command(config: &Config) -> anyhow::Result<String> {
         r.pruned
     ))
 }
+
+/// Mirrors one run into the configured catalog, if any: a failure is recorded as such, then
+/// the committed runs are synced from the manifests (which also catches up on everything
+/// missed while the catalog was unreachable, and on backups retention removed). Never fails
+/// the run: problems are logged.
+pub async fn after_run(
+    config: &Config,
+    store: &dyn ObjectStore,
+    job: &crate::config::Job,
+    started_at: DateTime<Utc>,
+    failure: Option<&str>,
+) {
+    if config.catalog.is_none() {
+        return;
+    }
+    let work = async {
+        let (mut client, _) = connect(config).await?;
+        prepare(&mut client).await?;
+        if let Some(error) = failure {
+            record_failure(
+                &client,
+                &job.name,
+                job.kind.as_str(),
+                started_at,
+                Utc::now().max(started_at),
+                error,
+            )
+            .await?;
+        }
+        sync(&mut client, store).await?;
+        Ok::<(), anyhow::Error>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(60), work).await {
+        Ok(Ok(())) => tracing::debug!(job = %job.name, "run recorded in the catalog"),
+        Ok(Err(e)) => {
+            tracing::warn!(job = %job.name, error = %format!("{e:#}"), "could not record the run in the catalog; it catches up at the next run");
+        }
+        Err(_) => {
+            tracing::warn!(job = %job.name, "the catalog did not answer within 60s; it catches up at the next run");
+        }
+    }
+}

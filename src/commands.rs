@@ -26,9 +26,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Box<dyn ObjectStore>>
 pub async fn backup(config: &Config, job: Option<&str>) -> anyhow::Result<Manifest> {
     let job = config.job(job)?;
     let store = open_store(config).await?;
-    let m = crate::backup::run(job, store.as_ref()).await?;
-    crate::prune::after_backup(config, job, store.as_ref(), chrono::Utc::now()).await;
-    Ok(m)
+    let started_at = chrono::Utc::now();
+    let result = crate::backup::run(job, store.as_ref()).await;
+    if result.is_ok() {
+        crate::prune::after_backup(config, job, store.as_ref(), chrono::Utc::now()).await;
+    }
+    let failure = result.as_ref().err().map(ToString::to_string);
+    crate::catalog::after_run(config, store.as_ref(), job, started_at, failure.as_deref()).await;
+    Ok(result?)
 }
 
 /// `pgkeep list`: committed backups, newest first, as a table or a JSON array.

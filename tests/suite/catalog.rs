@@ -410,3 +410,44 @@ async fn catalog_sync_without_a_catalog_is_a_usage_error() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_record_their_runs_and_a_down_catalog_catches_up() {
+    let c = cluster();
+    let db = c.pagila_db("catalog_runs_src").await;
+    let catalog_name = c.unique_name("catalog_runs");
+    let p = Pgkeep::local_dump(&c.url(&db));
+    let base = std::fs::read_to_string(p.config_path()).unwrap();
+
+    // The catalog database does not exist yet: the backup still succeeds.
+    let with_catalog = format!("{base}\n[catalog]\ndatabase = \"{}\"\n", c.url(&catalog_name));
+    p.write_config(&with_catalog.replace("[jobs.main]", "[jobs.main]\n"));
+    let first = p.backup_ok().await;
+
+    // Now it exists: the next run records itself and catches up on the first.
+    c.psql_sql("postgres", &format!("CREATE DATABASE {catalog_name}")).await;
+    let second = p.backup_ok().await;
+    // A failing run is recorded as failed.
+    let broken = with_catalog.replace(&c.url(&db), &c.url("no_such_db_for_catalog"));
+    p.write_config(&broken);
+    p.run(&["backup"]).await.expect_code(1);
+
+    let client = c.connect(&catalog_name).await;
+    let ids: Vec<String> = client
+        .query(
+            "SELECT backup_id FROM pgkeep.backup_run WHERE status = 'committed' ORDER BY backup_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![first, second]);
+    let failed: i64 = count(
+        &client,
+        "SELECT count(*) FROM pgkeep.backup_run WHERE status = 'failed' AND error LIKE '%no_such_db_for_catalog%'",
+    )
+    .await;
+    assert_eq!(failed, 1);
+}

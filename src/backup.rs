@@ -202,7 +202,9 @@ async fn run_job(
             )
             .await
             .map_err(dump_fail)?;
-            manifest.objects.push(entry(&dump_name, "dump", job, &stored));
+            manifest
+                .objects
+                .push(entry(&dump_name, "dump", job, &stored));
         }
         JobKind::Export => {
             let exported = source::export::run(job, store, id, &target, &pg_dump)

@@ -233,7 +233,11 @@ pub async fn prune(
 ) -> anyhow::Result<()> {
     let jobs: Vec<&crate::config::Job> = match job {
         Some(name) => vec![config.job(Some(name))?],
-        None => config.jobs.values().filter(|j| j.retention.is_some()).collect(),
+        None => config
+            .jobs
+            .values()
+            .filter(|j| j.retention.is_some())
+            .collect(),
     };
     if jobs.is_empty() {
         let _ = writeln!(out, "no job has a retention policy: nothing to prune");

@@ -209,7 +209,10 @@ mod tests {
         let msg = load_from(Some(f.path()), &HashMap::new())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("invalid configuration: storag: unknown key"), "{msg}");
+        assert!(
+            msg.contains("invalid configuration: storag: unknown key"),
+            "{msg}"
+        );
     }
 
     #[test]

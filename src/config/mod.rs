@@ -11,8 +11,8 @@ use std::time::Duration;
 
 pub use load::{ConfigSource, load, load_from};
 pub use raw::{
-    RawCatalog, RawConfig, RawDaemon, RawJob, RawMigrations, RawNotifications, RawRetention,
-    RawS3, RawStorage, default_migrations_table,
+    RawCatalog, RawConfig, RawDaemon, RawJob, RawMigrations, RawNotifications, RawRetention, RawS3,
+    RawStorage, default_migrations_table,
 };
 
 use crate::codec::Compression;

@@ -140,7 +140,10 @@ fn daemon_settings(raw: &RawDaemon, problems: &mut Problems) -> Daemon {
     let timezone = raw.timezone.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
         problems.add(
             "daemon.timezone",
-            format!("'{}' is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\")", raw.timezone),
+            format!(
+                "'{}' is not an IANA time zone (e.g. \"UTC\", \"Europe/Paris\")",
+                raw.timezone
+            ),
         );
         chrono_tz::UTC
     });
@@ -179,11 +182,17 @@ fn notification_settings(
     raw: &RawNotifications,
     problems: &mut Problems,
 ) -> Notifications {
-    for (key, url) in [("webhook_url", &raw.webhook_url), ("ping_url", &raw.ping_url)] {
+    for (key, url) in [
+        ("webhook_url", &raw.webhook_url),
+        ("ping_url", &raw.ping_url),
+    ] {
         if let Some(u) = url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            problems.add(format!("{at}.{key}"), format!("'{u}' must be an http:// or https:// URL"));
+            problems.add(
+                format!("{at}.{key}"),
+                format!("'{u}' must be an http:// or https:// URL"),
+            );
         }
     }
     Notifications {
@@ -309,7 +318,10 @@ fn export_settings(
             ("migrations", raw.migrations.is_some()),
         ] {
             if set {
-                problems.add(at(key), "only export jobs take this key (kind = \"export\")");
+                problems.add(
+                    at(key),
+                    "only export jobs take this key (kind = \"export\")",
+                );
             }
         }
         return ExportSettings::default();

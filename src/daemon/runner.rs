@@ -170,8 +170,14 @@ impl Runner {
                     bytes: m.stored_bytes(),
                 };
                 s.notifier.finished(targets, name, &outcome, took).await;
-                crate::catalog::after_run(&s.config, s.store.as_ref(), &entry.job, m.started_at, None)
-                    .await;
+                crate::catalog::after_run(
+                    &s.config,
+                    s.store.as_ref(),
+                    &entry.job,
+                    m.started_at,
+                    None,
+                )
+                .await;
             }
             Ran::Failed { error, backup } => {
                 let took = clock.elapsed();

@@ -3,8 +3,8 @@
 
 mod connect;
 mod conninfo;
-mod passfile;
 pub mod introspect;
+mod passfile;
 
 use std::path::PathBuf;
 

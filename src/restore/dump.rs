@@ -70,7 +70,10 @@ pub(super) async fn apply(
 /// `dbname='...'`: a conninfo naming only the database, so any database name is taken
 /// literally and no credential ever appears in pg_restore's argv.
 pub(super) fn dbname_conninfo(name: &str) -> String {
-    format!("dbname='{}'", name.replace('\\', "\\\\").replace('\'', "\\'"))
+    format!(
+        "dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 #[cfg(test)]

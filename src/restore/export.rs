@@ -20,13 +20,17 @@ use crate::store::ObjectStore;
 const LOAD_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = ISO; \
      SET IntervalStyle = postgres; SET synchronous_commit = off; \
      SET maintenance_work_mem = '256MB'; SET statement_timeout = 0; SET lock_timeout = 0";
+/// `maintenance_work_mem` for the load and for the index builds after it (`LOAD_SETUP`).
+pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
 
 fn schema_from(options: &RestoreOptions) -> SchemaFrom {
-    options.schema_from.unwrap_or(if options.migrations.is_some() {
-        SchemaFrom::Migrations
-    } else {
-        SchemaFrom::Dump
-    })
+    options
+        .schema_from
+        .unwrap_or(if options.migrations.is_some() {
+            SchemaFrom::Migrations
+        } else {
+            SchemaFrom::Dump
+        })
 }
 
 /// Refuses option combinations that cannot work, before anything is touched.
@@ -81,7 +85,10 @@ fn split_qualified(q: &str) -> Option<(String, String)> {
     (parts.len() == 2).then(|| (parts[0].clone(), parts[1].clone()))
 }
 
-pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result<u64, RestoreError> {
+pub(super) async fn apply(
+    store: &dyn ObjectStore,
+    plan: &RestorePlan,
+) -> Result<u64, RestoreError> {
     let manifest = &plan.manifest;
     let options = &plan.options;
     let target = &plan.target;
@@ -118,8 +125,16 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
     let mut missing = Vec::new();
     match mode {
         SchemaFrom::Dump => {
-            schema::pg_restore_section(&tool, target, archive.path(), "pre-data", None, no_owner)
-                .await?;
+            schema::pg_restore_section(
+                &tool,
+                target,
+                archive.path(),
+                "pre-data",
+                None,
+                no_owner,
+                1,
+            )
+            .await?;
         }
         SchemaFrom::Migrations => {
             let migrations = options.migrations.as_ref().expect("checked in plan");
@@ -155,6 +170,7 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
                     "pre-data",
                     Some(list.path()),
                     no_owner,
+                    1,
                 )
                 .await?;
                 missing = absent;
@@ -185,14 +201,25 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
     for fk in &foreign_keys {
         exec(
             &admin,
-            &format!("ALTER TABLE {} DROP CONSTRAINT {}", fk.table, quote_ident(&fk.name)),
+            &format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                fk.table,
+                quote_ident(&fk.name)
+            ),
             "dropping a constraint for the load",
         )
         .await?;
     }
 
     // 3. Data.
-    let raw = load_tables(store, manifest, target, &tables, options.jobs.max(1) as usize).await?;
+    let raw = load_tables(
+        store,
+        manifest,
+        target,
+        &tables,
+        options.jobs.max(1) as usize,
+    )
+    .await?;
 
     // 4. Sequences.
     for seq in &manifest.sequences {
@@ -233,6 +260,7 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
                 "post-data",
                 list.as_ref().map(tempfile::NamedTempFile::path),
                 no_owner,
+                options.jobs,
             )
             .await?;
         }
@@ -252,6 +280,7 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
                     "post-data",
                     Some(list.path()),
                     no_owner,
+                    options.jobs,
                 )
                 .await?;
             }
@@ -263,8 +292,41 @@ pub(super) async fn apply(store: &dyn ObjectStore, plan: &RestorePlan) -> Result
     if mode == SchemaFrom::Dump && !foreign_keys.is_empty() {
         restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
     }
-    exec(&admin, "ANALYZE", "ANALYZE").await?;
+    analyze(&admin, target, options.jobs.max(1) as usize).await?;
     Ok(raw)
+}
+
+/// ANALYZE of every user table, partitioned table and materialized view (what a database-wide
+/// ANALYZE covers, catalogs aside), biggest first, on `jobs` sessions at once.
+async fn analyze(admin: &Client, target: &Target, jobs: usize) -> Result<(), RestoreError> {
+    let names: Vec<String> = admin
+        .query(
+            "SELECT c.oid::regclass::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema' \
+             AND n.nspname !~ '^pg_' ORDER BY pg_relation_size(c.oid) DESC",
+            &[],
+        )
+        .await
+        .map_err(query_error(target, "listing tables to ANALYZE"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let queue = Arc::new(Mutex::new(VecDeque::from(names)));
+    let workers = (0..jobs.max(1)).map(|_| {
+        let queue = Arc::clone(&queue);
+        async move {
+            let client = target.connect().await?;
+            loop {
+                let next = queue.lock().await.pop_front();
+                let Some(name) = next else { break };
+                exec(&client, &format!("ANALYZE {name}"), "ANALYZE").await?;
+            }
+            Ok::<(), RestoreError>(())
+        }
+    });
+    futures::future::try_join_all(workers).await?;
+    Ok(())
 }
 
 /// `schema name ` prefixes as they appear in `pg_restore --list` for these tables.
@@ -299,7 +361,11 @@ async fn restore_foreign_keys(
             .await
             .map_err(|e| RestoreError::Load {
                 table: fk.table.clone(),
-                reason: format!("constraint {} does not hold: {}", fk.name, describe_error(&e)),
+                reason: format!(
+                    "constraint {} does not hold: {}",
+                    fk.name,
+                    describe_error(&e)
+                ),
             })?;
     }
     Ok(())
@@ -307,7 +373,10 @@ async fn restore_foreign_keys(
 
 /// Refreshes the materialized views that were populated in the source, retrying in passes
 /// so views built on other views come out right.
-async fn refresh_materialized_views(client: &Client, manifest: &Manifest) -> Result<(), RestoreError> {
+async fn refresh_materialized_views(
+    client: &Client,
+    manifest: &Manifest,
+) -> Result<(), RestoreError> {
     let mut pending: Vec<&str> = manifest
         .materialized_views
         .iter()
@@ -391,7 +460,13 @@ async fn load_table(
                 quote_ident(&t.name)
             ))
             .await
-            .map_err(|e| fail(format!("disabling trigger {}: {}", t.name, describe_error(&e))))?;
+            .map_err(|e| {
+                fail(format!(
+                    "disabling trigger {}: {}",
+                    t.name,
+                    describe_error(&e)
+                ))
+            })?;
     }
     let columns = data_columns(&object.columns);
     let sql = if columns.is_empty() {
@@ -460,7 +535,10 @@ async fn exec(client: &Client, sql: &str, what: &'static str) -> Result<(), Rest
     })
 }
 
-fn query_error(target: &Target, what: &'static str) -> impl Fn(tokio_postgres::Error) -> RestoreError {
+fn query_error(
+    target: &Target,
+    what: &'static str,
+) -> impl Fn(tokio_postgres::Error) -> RestoreError {
     let t = target.describe();
     move |e| {
         RestoreError::Pg(PgError::Query {
@@ -474,6 +552,15 @@ fn query_error(target: &Target, what: &'static str) -> impl Fn(tokio_postgres::E
 #[cfg(test)]
 mod tests {
     use super::split_qualified;
+
+    #[test]
+    fn index_builds_get_the_loads_maintenance_work_mem() {
+        let setting = format!(
+            "maintenance_work_mem = '{}'",
+            super::LOAD_MAINTENANCE_WORK_MEM
+        );
+        assert!(super::LOAD_SETUP.contains(&setting));
+    }
 
     #[test]
     fn qualified_names_split_back() {

@@ -79,7 +79,9 @@ pub enum RestoreError {
     UnsupportedKind { id: String, kind: String },
     #[error("{0}")]
     Usage(String),
-    #[error("the schema built by the migrations differs from the backup's:\n{diff}\n(pass --allow-drift to load the data anyway)")]
+    #[error(
+        "the schema built by the migrations differs from the backup's:\n{diff}\n(pass --allow-drift to load the data anyway)"
+    )]
     Drift { diff: String },
     #[error(transparent)]
     Migrate(#[from] crate::migrate::MigrateError),
@@ -130,7 +132,11 @@ pub async fn plan(
             kind: manifest.kind.clone(),
         });
     }
-    let role = if manifest.kind == "export" { "schema" } else { "dump" };
+    let role = if manifest.kind == "export" {
+        "schema"
+    } else {
+        "dump"
+    };
     let object = manifest
         .object(role)
         .cloned()

@@ -12,7 +12,9 @@ use crate::pg::{PgError, Target, describe_error, introspect};
 use crate::source::{Running, Tool};
 
 /// Runs `pg_restore --section=SECTION` of the staged schema archive, optionally through a
-/// filtered table of contents.
+/// filtered table of contents: in one transaction, or with `jobs` > 1 on that many parallel
+/// sessions (post-data: indexes and constraints are then built side by side, as
+/// `pg_restore --jobs` does for a full restore).
 pub(super) async fn pg_restore_section(
     tool: &Tool,
     target: &Target,
@@ -20,11 +22,16 @@ pub(super) async fn pg_restore_section(
     section: &str,
     list: Option<&Path>,
     no_owner: bool,
+    jobs: u32,
 ) -> Result<(), RestoreError> {
     let mut args = vec![
         "--exit-on-error".to_string(),
         "--no-password".to_string(),
-        "--single-transaction".to_string(),
+        if jobs > 1 {
+            format!("--jobs={jobs}")
+        } else {
+            "--single-transaction".to_string()
+        },
         format!("--section={section}"),
         format!("--dbname={}", super::dump::dbname_conninfo(target.dbname())),
     ];
@@ -35,8 +42,21 @@ pub(super) async fn pg_restore_section(
         args.push(format!("--use-list={}", l.display()));
     }
     args.push(archive.display().to_string());
-    tracing::info!(section, target = %target.describe(), "restoring the captured schema");
-    Running::spawn_plain("pg_restore", tool.command(&args, &target.child_env()))?
+    let mut env = target.child_env();
+    if section == "post-data" {
+        // Index builds sort in memory instead of spilling to disk, as the data load does; the
+        // target's own `options` come first and are kept.
+        let setting = format!(
+            "-c maintenance_work_mem={}",
+            super::export::LOAD_MAINTENANCE_WORK_MEM
+        );
+        match env.iter_mut().find(|(k, _)| k == "PGOPTIONS") {
+            Some((_, options)) => *options = format!("{options} {setting}"),
+            None => env.push(("PGOPTIONS".to_string(), setting)),
+        }
+    }
+    tracing::info!(section, jobs, target = %target.describe(), "restoring the captured schema");
+    Running::spawn_plain("pg_restore", tool.command(&args, &env))?
         .finish()
         .await?;
     Ok(())
@@ -50,10 +70,7 @@ pub(super) async fn filtered_list(
     keep: impl Fn(&str) -> bool,
 ) -> Result<tempfile::NamedTempFile, RestoreError> {
     let out = tool
-        .command(
-            &["--list".to_string(), archive.display().to_string()],
-            &[],
-        )
+        .command(&["--list".to_string(), archive.display().to_string()], &[])
         .output()
         .await
         .map_err(|e| crate::source::SourceError::Spawn {
@@ -103,9 +120,11 @@ pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
     parts.next()?;
     parts.next()?;
     let rest = parts.next()?;
-    DESCS
-        .iter()
-        .find_map(|d| rest.strip_prefix(d).and_then(|r| r.strip_prefix(' ')).map(|r| (*d, r)))
+    DESCS.iter().find_map(|d| {
+        rest.strip_prefix(d)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(|r| (*d, r))
+    })
 }
 
 /// Applies the job's migrations up to `version` in the target.
@@ -132,7 +151,11 @@ pub(super) async fn migrate(
             report.version
         )));
     }
-    tracing::info!(version, applied = report.applied.len(), "migrations applied to the target");
+    tracing::info!(
+        version,
+        applied = report.applied.len(),
+        "migrations applied to the target"
+    );
     Ok(())
 }
 
@@ -171,7 +194,10 @@ pub(super) fn column_diff(table: &str, expected: &[Column], actual: &[Column]) -
     let mut out = Vec::new();
     for e in expected {
         match actual.iter().find(|a| a.name == e.name) {
-            None => out.push(format!("  {table}: column {} {} is missing", e.name, e.type_name)),
+            None => out.push(format!(
+                "  {table}: column {} {} is missing",
+                e.name, e.type_name
+            )),
             Some(a) if a.type_name != e.type_name => out.push(format!(
                 "  {table}: column {} is {} in the target but {} in the backup",
                 e.name, a.type_name, e.type_name
@@ -210,12 +236,26 @@ mod tests {
 
     #[test]
     fn column_diff_names_each_difference() {
-        let expected = vec![col("id", "integer"), col("name", "text"), col("gone", "date")];
-        let actual = vec![col("id", "bigint"), col("name", "text"), col("extra", "jsonb")];
+        let expected = vec![
+            col("id", "integer"),
+            col("name", "text"),
+            col("gone", "date"),
+        ];
+        let actual = vec![
+            col("id", "bigint"),
+            col("name", "text"),
+            col("extra", "jsonb"),
+        ];
         let d = column_diff("\"public\".\"t\"", &expected, &actual).join("\n");
-        assert!(d.contains("column id is bigint in the target but integer in the backup"), "{d}");
+        assert!(
+            d.contains("column id is bigint in the target but integer in the backup"),
+            "{d}"
+        );
         assert!(d.contains("column gone date is missing"), "{d}");
-        assert!(d.contains("column extra jsonb exists only in the target"), "{d}");
+        assert!(
+            d.contains("column extra jsonb exists only in the target"),
+            "{d}"
+        );
         assert!(!d.contains("column name"), "{d}");
     }
 
@@ -227,7 +267,10 @@ mod tests {
         );
         assert_eq!(
             toc_entry("4012; 2606 16500 FK CONSTRAINT public film film_language_id_fkey postgres"),
-            Some(("FK CONSTRAINT", "public film film_language_id_fkey postgres"))
+            Some((
+                "FK CONSTRAINT",
+                "public film film_language_id_fkey postgres"
+            ))
         );
         assert_eq!(toc_entry("; Archive created at"), None);
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 use tokio_util::io::StreamReader;
@@ -26,6 +26,9 @@ const SESSION_SETUP: &str = "SET row_security = off; SET extra_float_digits = 3;
      SET DateStyle = ISO; SET IntervalStyle = postgres; SET TimeZone = 'UTC'; \
      SET bytea_output = hex; SET client_encoding = 'UTF8'; SET statement_timeout = 0; \
      SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
+
+/// Most COPY rows handed on to the compressor as one buffer.
+const COPY_BATCH: usize = 256;
 
 /// What an export read, for the manifest.
 #[derive(Debug)]
@@ -96,7 +99,9 @@ pub async fn run(
     let wal_lsn: Option<String> = row.get(1);
 
     let tables = select_tables(job, introspect::data_tables(&coordinator).await?)?;
-    lock_tables(&coordinator, &tables).await.map_err(pg("locking the tables"))?;
+    lock_tables(&coordinator, &tables)
+        .await
+        .map_err(pg("locking the tables"))?;
     let sequences = read_sequences(&coordinator).await?;
     let lo_count = introspect::large_object_count(&coordinator).await?;
     let large_objects = (lo_count > 0).then(|| {
@@ -144,7 +149,9 @@ pub async fn run(
 /// Applies include/exclude; a partition also matches through its partitioned ancestors.
 fn select_tables(job: &Job, all: Vec<TableInfo>) -> Result<Vec<TableInfo>, ExportError> {
     let parse = |ps: &[String]| -> Vec<TablePattern> {
-        ps.iter().filter_map(|p| TablePattern::parse(p).ok()).collect()
+        ps.iter()
+            .filter_map(|p| TablePattern::parse(p).ok())
+            .collect()
     };
     let include = parse(&job.export.include);
     let exclude = parse(&job.export.exclude);
@@ -274,11 +281,14 @@ async fn worker_connection(target: &Target, snapshot: &str) -> Result<Client, Ex
          SET TRANSACTION SNAPSHOT {}",
         crate::pg::quote_literal(snapshot)
     );
-    client.batch_execute(&sql).await.map_err(|e| PgError::Query {
-        what: "importing the snapshot",
-        target: target.describe(),
-        reason: describe_error(&e),
-    })?;
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| PgError::Query {
+            what: "importing the snapshot",
+            target: target.describe(),
+            reason: describe_error(&e),
+        })?;
     Ok(client)
 }
 
@@ -302,18 +312,28 @@ async fn export_table(
         table: qualified.clone(),
         cause,
     };
-    let stream = client.copy_out(&sql).await.map_err(|e| {
-        fail(UploadError::Read(std::io::Error::other(describe_error(&e))))
-    })?;
+    let stream = client
+        .copy_out(&sql)
+        .await
+        .map_err(|e| fail(UploadError::Read(std::io::Error::other(describe_error(&e)))))?;
     let rows = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows);
+    // COPY yields one message per row: rows already received travel on together, so the
+    // compressor's reads (each a trip through the runtime) come in batches, not per row.
     let bytes = stream
-        .map_ok(move |chunk| {
-            let n = memchr::memchr_iter(b'\n', &chunk).count() as u64;
+        .ready_chunks(COPY_BATCH)
+        .map(move |batch| {
+            let mut joined =
+                bytes::BytesMut::with_capacity(batch.iter().flatten().map(bytes::Bytes::len).sum());
+            for row in batch {
+                joined.extend_from_slice(
+                    &row.map_err(|e| std::io::Error::other(describe_error(&e)))?,
+                );
+            }
+            let n = memchr::memchr_iter(b'\n', &joined).count() as u64;
             counter.fetch_add(n, Ordering::Relaxed);
-            chunk
+            Ok::<_, std::io::Error>(joined.freeze())
         })
-        .map_err(|e| std::io::Error::other(describe_error(&e)))
         .boxed();
     let name = format!(
         "tables/{index:05}-{}.copy{}",

@@ -43,7 +43,9 @@ impl TablePattern {
                 (false, '*') => current.push(Token::AnyRun),
                 (false, '?') => current.push(Token::AnyOne),
                 (false, c) if c.is_whitespace() => {
-                    return Err(format!("table pattern '{text}': quote names that contain spaces"));
+                    return Err(format!(
+                        "table pattern '{text}': quote names that contain spaces"
+                    ));
                 }
                 (false, c) => current.extend(c.to_lowercase().map(Token::Literal)),
             }
@@ -118,7 +120,12 @@ fn glob(pattern: &[Token], text: &str) -> bool {
 }
 
 /// Whether a table is selected by `include` (all tables when empty) and not by `exclude`.
-pub fn selected(include: &[TablePattern], exclude: &[TablePattern], schema: &str, table: &str) -> bool {
+pub fn selected(
+    include: &[TablePattern],
+    exclude: &[TablePattern],
+    schema: &str,
+    table: &str,
+) -> bool {
     (include.is_empty() || include.iter().any(|p| p.matches(schema, table)))
         && !exclude.iter().any(|p| p.matches(schema, table))
 }

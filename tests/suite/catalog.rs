@@ -420,12 +420,16 @@ async fn backups_record_their_runs_and_a_down_catalog_catches_up() {
     let base = std::fs::read_to_string(p.config_path()).unwrap();
 
     // The catalog database does not exist yet: the backup still succeeds.
-    let with_catalog = format!("{base}\n[catalog]\ndatabase = \"{}\"\n", c.url(&catalog_name));
+    let with_catalog = format!(
+        "{base}\n[catalog]\ndatabase = \"{}\"\n",
+        c.url(&catalog_name)
+    );
     p.write_config(&with_catalog.replace("[jobs.main]", "[jobs.main]\n"));
     let first = p.backup_ok().await;
 
     // Now it exists: the next run records itself and catches up on the first.
-    c.psql_sql("postgres", &format!("CREATE DATABASE {catalog_name}")).await;
+    c.psql_sql("postgres", &format!("CREATE DATABASE {catalog_name}"))
+        .await;
     let second = p.backup_ok().await;
     // A failing run is recorded as failed.
     let broken = with_catalog.replace(&c.url(&db), &c.url("no_such_db_for_catalog"));

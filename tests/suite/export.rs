@@ -17,7 +17,8 @@ fn local_export(database: &str, extra: &str) -> Pgkeep {
 }
 
 fn manifest(p: &Pgkeep, id: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(p.store_dir().join(format!("main/{id}/manifest.json"))).unwrap();
+    let text =
+        std::fs::read_to_string(p.store_dir().join(format!("main/{id}/manifest.json"))).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -27,7 +28,12 @@ fn table_objects(m: &serde_json::Value) -> Vec<(String, u64)> {
         .unwrap()
         .iter()
         .filter(|o| o["role"] == "table")
-        .map(|o| (o["table"].as_str().unwrap().to_string(), o["rows"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["table"].as_str().unwrap().to_string(),
+                o["rows"].as_u64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -44,16 +50,40 @@ async fn pagila_export_restores_both_ways_with_parallel_jobs() {
     assert!(m["snapshot"].as_str().is_some_and(|s| !s.is_empty()));
     let tables = table_objects(&m);
     // Partitioned `payment` is exported through its leaves; the parent has no object.
-    assert!(tables.iter().any(|(t, _)| t == "\"public\".\"payment_p2022_01\""), "{tables:?}");
-    assert!(!tables.iter().any(|(t, _)| t == "\"public\".\"payment\""), "{tables:?}");
+    assert!(
+        tables
+            .iter()
+            .any(|(t, _)| t == "\"public\".\"payment_p2022_01\""),
+        "{tables:?}"
+    );
+    assert!(
+        !tables.iter().any(|(t, _)| t == "\"public\".\"payment\""),
+        "{tables:?}"
+    );
     let rows: u64 = tables.iter().map(|(_, r)| r).sum();
-    assert_eq!(rows, before.total_rows() - matview_rows(&before), "{tables:?}");
-    assert!(m["sequences"].as_array().unwrap().iter().any(|s| s["name"] == "\"public\".\"actor_actor_id_seq\""));
+    assert_eq!(
+        rows,
+        before.total_rows() - matview_rows(&before),
+        "{tables:?}"
+    );
+    assert!(
+        m["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "\"public\".\"actor_actor_id_seq\"")
+    );
 
     for jobs in ["1", "3"] {
         let restored = c.unique_name("export_pagila_restored");
         p.run(&[
-            "restore", &id, "--target", &c.url(&restored), "--create", "--jobs", jobs,
+            "restore",
+            &id,
+            "--target",
+            &c.url(&restored),
+            "--create",
+            "--jobs",
+            jobs,
         ])
         .await
         .expect_code(0);
@@ -84,9 +114,17 @@ async fn torture_export_through_garage_restores_from_the_captured_schema() {
     .envs(&target.pgkeep_env());
     let id = p.backup_ok().await;
     let restored = c.unique_name("export_torture_restored");
-    p.run(&["restore", &id, "--target", &c.url(&restored), "--create", "--jobs", "2"])
-        .await
-        .expect_code(0);
+    p.run(&[
+        "restore",
+        &id,
+        "--target",
+        &c.url(&restored),
+        "--create",
+        "--jobs",
+        "2",
+    ])
+    .await
+    .expect_code(0);
     assert_same(&before, &c.snapshot(&restored).await);
 }
 
@@ -99,11 +137,21 @@ async fn include_and_exclude_patterns_select_tables() {
         "include = [\"public.film*\", \"public.payment\"]\nexclude = [\"public.film_text\", \"*.payment_p2022_07\"]\n",
     );
     let id = p.backup_ok().await;
-    let mut names: Vec<String> = table_objects(&manifest(&p, &id)).into_iter().map(|(t, _)| t).collect();
+    let mut names: Vec<String> = table_objects(&manifest(&p, &id))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     names.sort();
     let expected: Vec<String> = [
-        "film", "film_actor", "film_category", "payment_p2022_01", "payment_p2022_02",
-        "payment_p2022_03", "payment_p2022_04", "payment_p2022_05", "payment_p2022_06",
+        "film",
+        "film_actor",
+        "film_category",
+        "payment_p2022_01",
+        "payment_p2022_02",
+        "payment_p2022_03",
+        "payment_p2022_04",
+        "payment_p2022_05",
+        "payment_p2022_06",
     ]
     .iter()
     .map(|n| format!("\"public\".\"{n}\""))
@@ -113,13 +161,27 @@ async fn include_and_exclude_patterns_select_tables() {
     // A selective restore of one table from the captured schema.
     let restored = c.unique_name("export_one_table");
     p.run(&[
-        "restore", &id, "--target", &c.url(&restored), "--create", "--tables", "public.film",
+        "restore",
+        &id,
+        "--target",
+        &c.url(&restored),
+        "--create",
+        "--tables",
+        "public.film",
     ])
     .await
     .expect_code(0);
     let client = c.connect(&restored).await;
-    let films: i64 = client.query_one("SELECT count(*) FROM film", &[]).await.unwrap().get(0);
-    let actors: i64 = client.query_one("SELECT count(*) FROM film_actor", &[]).await.unwrap().get(0);
+    let films: i64 = client
+        .query_one("SELECT count(*) FROM film", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let actors: i64 = client
+        .query_one("SELECT count(*) FROM film_actor", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!((films, actors), (1000, 0));
 }
 
@@ -129,11 +191,15 @@ async fn row_level_security_makes_the_export_fail_loudly() {
     let db = c.torture_db("export_rls").await;
     let role = c.unique_name("rls_reader");
     c.create_role_with_password(&role, "pw").await;
-    c.psql_sql("postgres", &format!("GRANT pg_read_all_data TO {role}")).await;
+    c.psql_sql("postgres", &format!("GRANT pg_read_all_data TO {role}"))
+        .await;
     let p = local_export(&c.url_as(&role, Some("pw"), &db), "globals = false\n");
     let run = p.run(&["backup"]).await.expect_code(1);
     let line = run.error_line();
-    assert!(line.contains("row-level security") || line.contains("row security"), "{line}");
+    assert!(
+        line.contains("row-level security") || line.contains("row security"),
+        "{line}"
+    );
     assert!(p.stored_files().is_empty(), "{:?}", p.stored_files());
 }
 
@@ -141,7 +207,11 @@ async fn row_level_security_makes_the_export_fail_loudly() {
 async fn inheritance_generated_columns_and_large_objects() {
     let c = cluster();
     let db = c.torture_db("export_inherit").await;
-    c.psql_file(&db, crate::common::pg::fixtures_dir().join("large_objects.sql")).await;
+    c.psql_file(
+        &db,
+        crate::common::pg::fixtures_dir().join("large_objects.sql"),
+    )
+    .await;
     let p = local_export(&c.url(&db), "");
     let id = p.backup_ok().await;
     let m = manifest(&p, &id);
@@ -156,7 +226,11 @@ async fn inheritance_generated_columns_and_large_objects() {
         .iter()
         .find(|o| o["table"] == "\"torture\".\"vehicles\"")
         .unwrap();
-    assert_eq!(vehicles["rows"].as_i64().unwrap(), own, "a parent holds only its own rows");
+    assert_eq!(
+        vehicles["rows"].as_i64().unwrap(),
+        own,
+        "a parent holds only its own rows"
+    );
     let generated = objects
         .iter()
         .find(|o| o["table"] == "\"torture\".\"generated\"")
@@ -177,7 +251,12 @@ async fn inheritance_generated_columns_and_large_objects() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let first = text.lines().next().unwrap();
-    let data_columns = generated["columns"].as_array().unwrap().iter().filter(|c| c["generated"] != true).count();
+    let data_columns = generated["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["generated"] != true)
+        .count();
     assert_eq!(first.split('\t').count(), data_columns, "{first}");
     assert!(m["large_objects"]["count"].as_i64().unwrap() > 0);
     assert_eq!(m["large_objects"]["included"], false);
@@ -193,7 +272,11 @@ async fn dump_sql(db: &str, args: &[&str]) -> String {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -226,7 +309,15 @@ async fn torture_built_by_migrations_restores_both_ways() {
     let migrate = Pgkeep::with_config("");
     let dir_arg = dir.path().display().to_string();
     migrate
-        .run(&["migrate", "--database", &c.url(&app), "--dir", &dir_arg, "--target-version", "1"])
+        .run(&[
+            "migrate",
+            "--database",
+            &c.url(&app),
+            "--dir",
+            &dir_arg,
+            "--target-version",
+            "1",
+        ])
         .await
         .expect_code(0);
     let data_sql = dump_sql(&template, &["--data-only", "--disable-triggers"]).await;
@@ -248,7 +339,10 @@ async fn torture_built_by_migrations_restores_both_ways() {
         p.envs(&t.pgkeep_env())
     } else {
         let store = p.dir.path().join("backups");
-        p.env("PGKEEP_STORAGE__URL", &format!("file://{}", store.display()))
+        p.env(
+            "PGKEEP_STORAGE__URL",
+            &format!("file://{}", store.display()),
+        )
     };
     let id = p.backup_ok().await;
     let show = p.run(&["show", &id, "--json"]).await.expect_code(0);
@@ -258,8 +352,15 @@ async fn torture_built_by_migrations_restores_both_ways() {
     for mode in ["migrations", "dump"] {
         let restored = c.unique_name(&format!("mig_restored_{mode}"));
         p.run(&[
-            "restore", &id, "--target", &c.url(&restored), "--create", "--jobs", "2",
-            "--schema-from", mode,
+            "restore",
+            &id,
+            "--target",
+            &c.url(&restored),
+            "--create",
+            "--jobs",
+            "2",
+            "--schema-from",
+            mode,
         ])
         .await
         .expect_code(0);
@@ -278,11 +379,18 @@ async fn torture_built_by_migrations_restores_both_ways() {
     )
     .unwrap();
     let cfg = std::fs::read_to_string(p.config_path()).unwrap();
-    p.write_config(&cfg.replace(&dir.path().display().to_string(), &drifted.path().display().to_string()));
+    p.write_config(&cfg.replace(
+        &dir.path().display().to_string(),
+        &drifted.path().display().to_string(),
+    ));
     let restored = c.unique_name("mig_drift");
     let run = p
         .run(&["restore", &id, "--target", &c.url(&restored), "--create"])
         .await
         .expect_code(1);
-    assert!(run.stderr.contains("nickname") && run.stderr.contains("--allow-drift"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nickname") && run.stderr.contains("--allow-drift"),
+        "{}",
+        run.stderr
+    );
 }

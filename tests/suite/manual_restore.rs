@@ -94,7 +94,12 @@ async fn an_export_backup_restores_with_gunzip_pg_restore_and_psql_copy() {
 gunzip -c schema.pgdump.gz > "$WORK/schema.pgdump"
 "$BIN/pg_restore" --exit-on-error --section=pre-data -d "$TARGET" "$WORK/schema.pgdump""#
         .to_string());
-    for o in manifest["objects"].as_array().unwrap().iter().filter(|o| o["role"] == "table") {
+    for o in manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["role"] == "table")
+    {
         let columns: Vec<String> = o["columns"]
             .as_array()
             .unwrap()

@@ -64,7 +64,9 @@ async fn transfers_during_an_export_never_tear_the_ledger() {
     let writer = {
         let (stop, transfers, url) = (Arc::clone(&stop), Arc::clone(&transfers), c.url(&db));
         tokio::spawn(async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
             tokio::spawn(conn);
             let mut i: i64 = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -95,21 +97,36 @@ async fn transfers_during_an_export_never_tear_the_ledger() {
         "[jobs.bank]\nkind = \"export\"\ndatabase = \"{}\"\nparallel = 1\nglobals = false\n",
         c.url(&db)
     ));
-    let config = pgkeep::config::load_from(Some(&p.config_path()), &std::collections::HashMap::default()).unwrap();
+    let config = pgkeep::config::load_from(
+        Some(&p.config_path()),
+        &std::collections::HashMap::default(),
+    )
+    .unwrap();
     let store = SlowStore(LocalStore::new(&p.store_dir().display().to_string()));
     let during = transfers.load(Ordering::Relaxed);
-    let manifest = pgkeep::backup::run(&config.jobs["bank"], &store).await.unwrap();
+    let manifest = pgkeep::backup::run(&config.jobs["bank"], &store)
+        .await
+        .unwrap();
     let after = transfers.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    assert!(after - during > 20, "the writer must commit during the export ({during} -> {after})");
+    assert!(
+        after - during > 20,
+        "the writer must commit during the export ({during} -> {after})"
+    );
 
     let restored = c.create_db("snapshot_bank_restored").await;
     let store_url = format!("file://{}", p.store_dir().display());
     let p = p.env("PGKEEP_STORAGE__URL", &store_url);
-    p.run(&["restore", &manifest.id, "--target", &c.url(&restored), "--clean"])
-        .await
-        .expect_code(0);
+    p.run(&[
+        "restore",
+        &manifest.id,
+        "--target",
+        &c.url(&restored),
+        "--clean",
+    ])
+    .await
+    .expect_code(0);
     let client = c.connect(&restored).await;
     let (total, ledger, audit): (i64, i64, i64) = {
         let r = client
@@ -122,7 +139,10 @@ async fn transfers_during_an_export_never_tear_the_ledger() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(total, ACCOUNTS * OPENING, "money appeared or vanished");
-    assert_eq!(ledger, audit, "ledger and audit were read at different moments");
+    assert_eq!(
+        ledger, audit,
+        "ledger and audit were read at different moments"
+    );
     assert!(ledger > 0);
     // Every balance is its opening plus what the restored ledger says moved.
     let torn: i64 = client

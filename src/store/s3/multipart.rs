@@ -30,19 +30,16 @@ pub(super) async fn put(
         source,
     };
 
-    // Read up to two parts before deciding: a body that fits in one part needs no multipart upload.
-    let first = read_part(&mut body, part_size(store.part_size, 1))
+    // Read one byte past the first part before deciding: a body that fits in one part needs no
+    // multipart upload, and a longer one has its first part sent while the second is read.
+    let first_size = part_size(store.part_size, 1);
+    let mut first = read_part(&mut body, first_size + 1, Bytes::new())
         .await
         .map_err(source_error)?;
-    if (first.len() as u64) < part_size(store.part_size, 1) {
+    if first.len() as u64 <= first_size {
         return put_single(store, &full, first).await;
     }
-    let second = read_part(&mut body, part_size(store.part_size, 2))
-        .await
-        .map_err(source_error)?;
-    if second.is_empty() {
-        return put_single(store, &full, first).await;
-    }
+    let carry = first.split_off(first_size as usize);
 
     let created = store
         .client
@@ -74,7 +71,7 @@ pub(super) async fn put(
         tasks: JoinSet::new(),
         done: Vec::new(),
     };
-    let result = match upload.send_parts(first, second, &mut body).await {
+    let result = match upload.send_parts(first, carry, &mut body).await {
         Ok(total) => upload.complete().await.map(|()| total),
         Err(e) => Err(e),
     };
@@ -100,10 +97,11 @@ fn part_size(first: u64, number: i32) -> u64 {
         .min(super::MAX_PART_SIZE)
 }
 
-/// Reads until `size` bytes are buffered or the body ends.
-async fn read_part(body: &mut ByteReader, size: u64) -> io::Result<Bytes> {
+/// Reads until `size` bytes, `prefix` first, are buffered or the body ends.
+async fn read_part(body: &mut ByteReader, size: u64, prefix: Bytes) -> io::Result<Bytes> {
     let mut buf = vec![0u8; size as usize];
-    let mut filled = 0;
+    buf[..prefix.len()].copy_from_slice(&prefix);
+    let mut filled = prefix.len();
     while filled < buf.len() {
         match body.read(&mut buf[filled..]).await {
             Ok(0) => break,
@@ -146,16 +144,16 @@ struct Upload<'a> {
 
 impl Upload<'_> {
     /// Uploads every part, at most `parts_in_flight` at a time, and returns the total size.
+    /// `carry` is what was read past the first part: the start of the second.
     async fn send_parts(
         &mut self,
         first: Bytes,
-        second: Bytes,
+        mut carry: Bytes,
         body: &mut ByteReader,
     ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut number = 1;
         let mut current = first;
-        let mut lookahead = Some(second);
         loop {
             let full_part = current.len() as u64 == part_size(self.store.part_size, number);
             total += current.len() as u64;
@@ -169,15 +167,19 @@ impl Upload<'_> {
                 self.done.push(part);
             }
 
-            let next = match lookahead.take() {
-                Some(next) => next,
-                None if full_part => read_part(body, part_size(self.store.part_size, number + 1))
-                    .await
-                    .map_err(|source| StoreError::Source {
-                        key: self.key.to_string(),
-                        source,
-                    })?,
-                None => Bytes::new(),
+            let next = if full_part {
+                read_part(
+                    body,
+                    part_size(self.store.part_size, number + 1),
+                    std::mem::take(&mut carry),
+                )
+                .await
+                .map_err(|source| StoreError::Source {
+                    key: self.key.to_string(),
+                    source,
+                })?
+            } else {
+                Bytes::new()
             };
             if next.is_empty() {
                 break;

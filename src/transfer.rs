@@ -65,8 +65,9 @@ where
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
     let bridge = SyncIoBridge::new(input);
-    let producer =
-        tokio::task::spawn_blocking(move || compress_stream(bridge, compression, allow_empty, &tx, verdict_rx));
+    let producer = tokio::task::spawn_blocking(move || {
+        compress_stream(bridge, compression, allow_empty, &tx, verdict_rx)
+    });
     let body = Box::pin(StreamReader::new(ReceiverStream::new(rx)));
     let put = store.put(key, body);
     let judge = async {

@@ -8,7 +8,8 @@ use std::str::FromStr;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
-/// The default gzip level: close to level 6's ratio on dump data at a fraction of its CPU.
+/// The default gzip level, zlib's default too. With libdeflate (see `GzipMember`) it stores
+/// dump and COPY data about as small as pg_dump's own zlib level 6, at half the CPU.
 pub const DEFAULT_GZIP_LEVEL: u32 = 6;
 
 /// How an object's bytes are compressed before they are stored.
@@ -135,6 +136,46 @@ impl<W: Write> Write for Encoder<W> {
     }
 }
 
+/// Compresses independent blocks of a stream, each into one complete gzip member.
+///
+/// A stream of such members is a valid gzip file (RFC 1952 allows any number of members;
+/// `gunzip`, zlib's `gzread` and flate2's `MultiGzDecoder` read them all), and independent
+/// members can be compressed on several threads at once. Each member starts with an empty
+/// window, which costs well under 1% of ratio at the block sizes used here. libdeflate does the
+/// work: on whole buffers it compresses about twice as fast as zlib for the same ratio.
+pub struct GzipMember {
+    compressor: libdeflater::Compressor,
+    /// Sized for libdeflate's worst case; members are copied out at their real size.
+    scratch: Vec<u8>,
+}
+
+impl GzipMember {
+    pub fn new(level: u32) -> Self {
+        let level = libdeflater::CompressionLvl::new(level.clamp(1, 9) as i32)
+            .unwrap_or_else(|_| libdeflater::CompressionLvl::default());
+        GzipMember {
+            compressor: libdeflater::Compressor::new(level),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// `data` as one gzip member.
+    ///
+    /// # Errors
+    /// Only if the output bound libdeflate promised turns out too small, which it does not.
+    pub fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
+        let bound = self.compressor.gzip_compress_bound(data.len());
+        if self.scratch.len() < bound {
+            self.scratch.resize(bound, 0);
+        }
+        let n = self
+            .compressor
+            .gzip_compress(data, &mut self.scratch)
+            .map_err(|e| io::Error::other(format!("gzip compression failed: {e:?}")))?;
+        Ok(self.scratch[..n].to_vec())
+    }
+}
+
 /// Guards against corrupted or hostile objects that decode to far more than was recorded.
 struct Capped<R> {
     inner: R,
@@ -168,6 +209,32 @@ mod tests {
         for bad in ["gzip:0", "gzip:10", "zstd", "", "gzip:"] {
             assert!(bad.parse::<Compression>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gzip_members_concatenate_into_one_gzip_stream() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("{} row {}\n", i, i % 7).into_bytes())
+            .collect();
+        let mut member = GzipMember::new(3);
+        let mut stored = Vec::new();
+        for block in data.chunks(100_000).chain(std::iter::once(&[][..])) {
+            stored.extend_from_slice(&member.compress(block).unwrap());
+        }
+        let mut decoded = Vec::new();
+        Compression::Gzip(3)
+            .decoder(&stored[..], data.len() as u64)
+            .read_to_end(&mut decoded)
+            .unwrap();
+        assert_eq!(decoded, data);
+        assert!(stored.len() < data.len() / 3, "{} bytes", stored.len());
+        // An empty block is still a complete, valid member.
+        let out = member.compress(&[]).unwrap();
+        let mut empty = Vec::new();
+        flate2::read::GzDecoder::new(&out[..])
+            .read_to_end(&mut empty)
+            .unwrap();
+        assert!(empty.is_empty());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! blocking thread, through a small bounded channel), verify + decompress on the way out.
 
 use std::io::{self, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -10,13 +12,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::codec::Compression;
+use crate::codec::{Compression, GzipMember};
 use crate::store::{ObjectStore, StoreError};
 
 /// Size of the chunks handed to the store, and of reads from the source.
 const CHUNK: usize = 256 * 1024;
 /// Chunks buffered between the compressor and the uploader: bounds memory, gives overlap.
 const CHANNEL_DEPTH: usize = 4;
+/// Input compressed as one gzip member: large enough that the fresh window at each member
+/// costs well under 1% of ratio, small enough to spread one stream over several threads.
+const BLOCK: usize = 1024 * 1024;
+/// Upper bound on the compression threads.
+const MAX_COMPRESSION_THREADS: usize = 4;
 
 /// What was stored for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,33 +135,30 @@ fn compress_stream(
     tx: &mpsc::Sender<io::Result<Bytes>>,
     verdict: oneshot::Receiver<bool>,
 ) -> Result<(u64, u64, String), ProduceError> {
-    let sink = ChunkSink {
+    let mut sink = ChunkSink {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
         hasher: Sha256::new(),
         count: 0,
     };
-    let mut encoder = compression.encoder(sink);
-    let mut buf = vec![0u8; CHUNK];
-    let mut raw = 0u64;
     let fail = |e: io::Error| {
         let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         ProduceError::Io(e)
     };
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
-                return Err(ProduceError::Read(e));
-            }
-        };
-        raw += n as u64;
-        encoder.write_all(&buf[..n]).map_err(fail)?;
-    }
-    // The stream ended; complete the object only if its producer says it ended well.
+    let copied = match compression {
+        Compression::None => copy_plain(&mut input, &mut sink),
+        Compression::Gzip(level) => gzip_blocks(&mut input, level, &mut sink),
+    };
+    let raw = match copied {
+        Ok(raw) => raw,
+        Err(Failure::Read(e)) => {
+            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+            return Err(ProduceError::Read(e));
+        }
+        Err(Failure::Write(e)) => return Err(fail(e)),
+    };
+    // The stream ended; complete the object only if its producer says it ended well. Until
+    // the channel ends cleanly the store holds no object, whatever was sent so far.
     if !verdict.blocking_recv().unwrap_or(false) {
         let _ = tx.blocking_send(Err(io::Error::other("source failed")));
         return Err(ProduceError::Abandoned);
@@ -163,9 +167,165 @@ fn compress_stream(
         let _ = tx.blocking_send(Err(io::Error::other("source produced no data")));
         return Err(ProduceError::Empty);
     }
-    let mut sink = encoder.finish().map_err(fail)?;
     sink.send_buffered().map_err(fail)?;
     Ok((raw, sink.count, hex::encode(sink.hasher.finalize())))
+}
+
+/// Which side of the compressor failed.
+enum Failure {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Threads of the process-wide compression pool: enough to outrun pg_dump or the COPY
+/// streams, and shared by every upload, so parallel uploads neither oversubscribe the CPU nor
+/// multiply the compressors' memory.
+fn compression_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_COMPRESSION_THREADS)
+}
+
+/// One block to compress, and where its member and its emptied buffer go.
+struct Job {
+    block: Vec<u8>,
+    level: u32,
+    done: SyncSender<io::Result<Vec<u8>>>,
+    spare: SyncSender<Vec<u8>>,
+}
+
+/// The pool's queue, its threads started on first use. Workers never block on anything but
+/// this queue (each job's answer channel has room for its one answer), so no upload can stall
+/// another's compression.
+fn compression_pool() -> &'static SyncSender<Job> {
+    static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Job>(1);
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..compression_threads() {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("pgkeep-gzip-{n}"))
+                .spawn(move || compression_worker(&rx));
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "could not start a compression thread");
+            }
+        }
+        tx
+    })
+}
+
+fn compression_worker(queue: &Mutex<Receiver<Job>>) {
+    let mut member: Option<(u32, GzipMember)> = None;
+    loop {
+        let job = match queue.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        if member.as_ref().is_none_or(|(level, _)| *level != job.level) {
+            member = Some((job.level, GzipMember::new(job.level)));
+        }
+        let (_, compressor) = member.as_mut().expect("set above");
+        let compressed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            compressor.compress(&job.block)
+        }))
+        .unwrap_or_else(|_| Err(io::Error::other("gzip compression panicked")));
+        // A closed receiver means the upload gave up; its own error is reported.
+        let _ = job.done.send(compressed);
+        let _ = job.spare.try_send(job.block);
+    }
+}
+
+fn copy_plain(input: &mut impl Read, sink: &mut ChunkSink) -> Result<u64, Failure> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut raw = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(raw),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Read(e)),
+        };
+        raw += n as u64;
+        sink.write_all(&buf[..n]).map_err(Failure::Write)?;
+    }
+}
+
+/// Reads up to one compression block, into `reuse` when given; shorter only at the end of
+/// the input.
+fn read_block(input: &mut impl Read, reuse: Option<Vec<u8>>) -> io::Result<Vec<u8>> {
+    let mut block = reuse.unwrap_or_else(|| Vec::with_capacity(BLOCK));
+    block.clear();
+    input.take(BLOCK as u64).read_to_end(&mut block)?;
+    Ok(block)
+}
+
+/// Gzip of `input` as a series of members, one per `BLOCK` of input, compressed on the
+/// shared pool (`compression_pool`) and written to `sink` in input order (see `GzipMember`).
+/// An input of at most one block (most tables, globals, schemas) is compressed inline. Memory
+/// stays bounded: per stream, one block being read and `2 * threads + 2` compressed ones
+/// awaiting their turn; in the pool, one queued block and one per thread.
+fn gzip_blocks(input: &mut impl Read, level: u32, sink: &mut ChunkSink) -> Result<u64, Failure> {
+    type Done = io::Result<Vec<u8>>;
+    let first = read_block(input, None).map_err(Failure::Read)?;
+    if first.len() < BLOCK {
+        let member = GzipMember::new(level)
+            .compress(&first)
+            .map_err(Failure::Write)?;
+        sink.write_all(&member).map_err(Failure::Write)?;
+        return Ok(first.len() as u64);
+    }
+    let pool = compression_pool();
+    let threads = compression_threads();
+    // Compressed blocks' buffers come back to this reader: a long stream allocates no new ones.
+    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
+    std::thread::scope(|scope| {
+        // Members are written in input order: the writer waits on each block's own channel.
+        let (order_tx, order_rx) = sync_channel::<Receiver<Done>>(2 * threads + 1);
+        let writer = scope.spawn(move || -> io::Result<()> {
+            for pending in order_rx {
+                let member = pending
+                    .recv()
+                    .map_err(|_| io::Error::other("a compression thread stopped"))??;
+                sink.write_all(&member)?;
+            }
+            Ok(())
+        });
+        let mut raw = 0u64;
+        let mut block = first;
+        let read = loop {
+            let len = block.len();
+            raw += len as u64;
+            let (done_tx, done_rx) = sync_channel(1);
+            if order_tx.send(done_rx).is_err() {
+                break Ok(()); // the writer stopped; its error is the one to report
+            }
+            let job = Job {
+                block,
+                level,
+                done: done_tx,
+                spare: spare_tx.clone(),
+            };
+            if pool.send(job).is_err() {
+                break Err(io::Error::other("the compression threads are gone"));
+            }
+            if len < BLOCK {
+                break Ok(());
+            }
+            block = match read_block(input, spare_rx.try_recv().ok()) {
+                Ok(b) if b.is_empty() => break Ok(()),
+                Ok(b) => b,
+                Err(e) => break Err(e),
+            };
+        };
+        drop(order_tx);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the compression writer panicked")));
+        read.map_err(Failure::Read)?;
+        written.map(|()| raw).map_err(Failure::Write)
+    })
 }
 
 /// Collects compressed output into chunks, hashing and counting what will be stored.
@@ -372,6 +532,73 @@ mod tests {
             sha256: hex::encode(Sha256::digest(&s)),
         };
         (s, exp)
+    }
+
+    /// Runs `gzip_blocks` over `input` with a consumer on the other end of the channel.
+    fn gzip_through_channel(input: &mut impl Read) -> (Result<u64, Failure>, Vec<u8>, String) {
+        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(2);
+        let consumer = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            while let Some(Ok(chunk)) = rx.blocking_recv() {
+                all.extend_from_slice(&chunk);
+            }
+            all
+        });
+        let mut sink = ChunkSink {
+            tx,
+            buf: Vec::new(),
+            hasher: Sha256::new(),
+            count: 0,
+        };
+        let result = gzip_blocks(input, 6, &mut sink);
+        sink.send_buffered().unwrap();
+        let digest = hex::encode(std::mem::take(&mut sink.hasher).finalize());
+        drop(sink);
+        (result, consumer.join().unwrap(), digest)
+    }
+
+    fn data_for_test() -> Vec<u8> {
+        (0..700_000u32)
+            .flat_map(|i| format!("{i}\tname {}\n", i % 13).into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn parallel_gzip_keeps_block_order_and_hashes_what_it_sends() {
+        let data = data_for_test();
+        assert!(data.len() > 5 * BLOCK);
+        // Several streams at once share the pool; each comes out whole and in order.
+        let streams: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(|| gzip_through_channel(&mut &data_for_test()[..])))
+            .collect();
+        for stream in streams {
+            let (result, stored, digest) = stream.join().unwrap();
+            assert_eq!(result.ok(), Some(data.len() as u64));
+            assert_eq!(digest, hex::encode(Sha256::digest(&stored)));
+            let mut decoded = Vec::new();
+            flate2::read::MultiGzDecoder::new(&stored[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert!(decoded == data, "decoded data differs");
+        }
+    }
+
+    #[test]
+    fn parallel_gzip_reports_a_failing_source() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(self.0).min(64 * 1024);
+                buf[..n].fill(b'x');
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let (result, _, _) = gzip_through_channel(&mut Failing(3 * BLOCK + 10));
+        assert!(matches!(result, Err(Failure::Read(e)) if e.to_string() == "connection reset"));
     }
 
     #[test]

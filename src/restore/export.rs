@@ -469,15 +469,39 @@ async fn load_table(
             })?;
     }
     let columns = data_columns(&object.columns);
-    let sql = if columns.is_empty() {
-        format!("COPY {table} FROM STDIN")
-    } else {
-        format!("COPY {table} ({}) FROM STDIN", columns.join(", "))
+    let copy = |freeze: &str| {
+        if columns.is_empty() {
+            format!("COPY {table} FROM STDIN{freeze}")
+        } else {
+            format!("COPY {table} ({}) FROM STDIN{freeze}", columns.join(", "))
+        }
     };
-    let sink = client
-        .copy_in::<_, bytes::Bytes>(&sql)
-        .await
-        .map_err(|e| fail(describe_error(&e)))?;
+    // COPY FREEZE when possible (see `empty_again`); the server refuses it up front, before
+    // any data, when something else in the transaction prevents it: then a plain COPY.
+    let frozen = if empty_again(client, &table).await? {
+        match client.copy_in::<_, bytes::Bytes>(&copy(" (FREEZE)")).await {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                tracing::debug!(table = %table, error = %describe_error(&e), "COPY FREEZE refused");
+                exec(
+                    client,
+                    "ROLLBACK TO SAVEPOINT pgkeep_load",
+                    "ROLLBACK TO SAVEPOINT",
+                )
+                .await?;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sink = match frozen {
+        Some(sink) => sink,
+        None => client
+            .copy_in::<_, bytes::Bytes>(&copy(""))
+            .await
+            .map_err(|e| fail(describe_error(&e)))?,
+    };
     futures::pin_mut!(sink);
     let mut chunks = stage::decoded_chunks(store, manifest, object).await?;
     while let Some(chunk) = chunks.recv().await {
@@ -523,6 +547,41 @@ async fn load_table(
     exec(client, "COMMIT", "COMMIT").await?;
     tracing::debug!(table = %table, rows = loaded, "table loaded");
     Ok(object.raw_bytes)
+}
+
+/// Makes COPY FREEZE possible for an empty table: truncated in this transaction, its rows can
+/// be written already frozen and its pages marked all-visible, so the index builds and ANALYZE
+/// that follow need not set hint bits on (and rewrite) every page, as `pg_restore` leaves them
+/// to. Done in a savepoint and only when the table is empty; if the table has rows or cannot be
+/// truncated (privileges, a foreign key from outside the restore), nothing changes and the load
+/// goes on without FREEZE.
+async fn empty_again(client: &Client, table: &str) -> Result<bool, RestoreError> {
+    exec(client, "SAVEPOINT pgkeep_load", "SAVEPOINT").await?;
+    // The simple protocol: an extended-protocol portal left open would itself rule out FREEZE.
+    let has_rows = client
+        .simple_query(&format!("SELECT EXISTS (SELECT FROM ONLY {table})"))
+        .await
+        .ok()
+        .and_then(|messages| {
+            messages.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                _ => None,
+            })
+        });
+    let truncated = has_rows == Some(false)
+        && client
+            .batch_execute(&format!("TRUNCATE ONLY {table}"))
+            .await
+            .is_ok();
+    if !truncated {
+        exec(
+            client,
+            "ROLLBACK TO SAVEPOINT pgkeep_load",
+            "ROLLBACK TO SAVEPOINT",
+        )
+        .await?;
+    }
+    Ok(truncated)
 }
 
 async fn exec(client: &Client, sql: &str, what: &'static str) -> Result<(), RestoreError> {

@@ -27,7 +27,8 @@ pub struct S3Settings {
     /// First multipart part size in bytes (at least 5 MiB); later parts grow so that
     /// a stream of several TiB stays under 10,000 parts.
     pub part_size: u64,
-    /// Parts uploaded concurrently; memory use is about `(parts_in_flight + 1) * part size`.
+    /// Part buffers, being filled or uploading, at once across all uploads of the store (at
+    /// least 2); memory use is at most about `parts_in_flight * part size`.
     pub parts_in_flight: usize,
     /// Attempts per request, the first included, for transient errors (5xx, throttling, resets).
     pub max_attempts: u32,

@@ -255,6 +255,29 @@ async fn s3s_fs_store_conforms() {
     conformance(&prefixed.store().await).await;
 }
 
+/// Parallel uploads (an export's tables) share the store's part buffers: with room for only
+/// two, four multipart uploads still all complete, and byte-exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_multipart_uploads_share_the_part_budget() {
+    let target = s3::s3s_fs("part-budget");
+    let settings = S3Settings {
+        parts_in_flight: 1,
+        ..target.settings.clone()
+    };
+    let store = target.store_with(&settings).await;
+    let sizes = [PART + 1, PART * 2 + 7, PART * 3, PART * 2 + 1];
+    let uploads = sizes.iter().enumerate().map(|(i, &len)| {
+        let store = &store;
+        async move {
+            let key = format!("job/par/{i}");
+            roundtrip(store, &key, data(len, 40 + i as u64)).await;
+        }
+    });
+    tokio::time::timeout(Duration::from_mins(2), futures::future::join_all(uploads))
+        .await
+        .expect("uploads sharing the part budget finish");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s3s_fs_store_conforms_without_optional_checksums() {
     let target = s3::s3s_fs("no-checksums");

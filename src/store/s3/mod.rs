@@ -34,6 +34,10 @@ pub struct S3Store {
     endpoint: String,
     part_size: u64,
     parts_in_flight: usize,
+    /// Part buffers (being filled or uploading) that may exist at once across all uploads of
+    /// this store and its clones: `parts_in_flight`, at least 2 so that filling one part
+    /// overlaps sending another. Memory stays bounded however many objects upload in parallel.
+    part_buffers: Arc<tokio::sync::Semaphore>,
     /// Set once the bucket is known to exist, so a 404 from `head` needs no second look.
     bucket_seen: Arc<AtomicBool>,
 }
@@ -114,6 +118,7 @@ impl S3Store {
             endpoint,
             part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
             parts_in_flight: settings.parts_in_flight.max(1),
+            part_buffers: Arc::new(tokio::sync::Semaphore::new(settings.parts_in_flight.max(2))),
             bucket_seen: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -2,11 +2,13 @@
 //! upload with a capped number of parts in flight, aborted on any failure or cancellation.
 
 use std::io;
+use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::S3Store;
@@ -33,11 +35,14 @@ pub(super) async fn put(
     // Read one byte past the first part before deciding: a body that fits in one part needs no
     // multipart upload, and a longer one has its first part sent while the second is read.
     let first_size = part_size(store.part_size, 1);
-    let mut first = read_part(&mut body, first_size + 1, Bytes::new())
+    let permit = buffer_permit(store).await;
+    let mut first = read_part(&mut body, first_size + 1, Bytes::new(), None)
         .await
         .map_err(source_error)?;
     if first.len() as u64 <= first_size {
-        return put_single(store, &full, first).await;
+        let stored = put_single(store, &full, first).await;
+        drop(permit);
+        return stored;
     }
     let carry = first.split_off(first_size as usize);
 
@@ -70,8 +75,9 @@ pub(super) async fn put(
         id: &upload_id,
         tasks: JoinSet::new(),
         done: Vec::new(),
+        spare: None,
     };
-    let result = match upload.send_parts(first, carry, &mut body).await {
+    let result = match upload.send_parts(first, permit, carry, &mut body).await {
         Ok(total) => upload.complete().await.map(|()| total),
         Err(e) => Err(e),
     };
@@ -89,6 +95,16 @@ pub(super) async fn put(
     }
 }
 
+/// Waits until one more part buffer may exist (`S3Store::part_buffers`). Every holder frees
+/// its permit on its own (a part upload completing, a read reaching its end), so waiting here
+/// cannot deadlock.
+async fn buffer_permit(store: &S3Store) -> OwnedSemaphorePermit {
+    Arc::clone(&store.part_buffers)
+        .acquire_owned()
+        .await
+        .expect("the part buffer semaphore is never closed")
+}
+
 /// The size of part `number` (1-based).
 fn part_size(first: u64, number: i32) -> u64 {
     let step = (number - 1).max(0) / PARTS_PER_STEP;
@@ -97,9 +113,16 @@ fn part_size(first: u64, number: i32) -> u64 {
         .min(super::MAX_PART_SIZE)
 }
 
-/// Reads until `size` bytes, `prefix` first, are buffered or the body ends.
-async fn read_part(body: &mut ByteReader, size: u64, prefix: Bytes) -> io::Result<Bytes> {
-    let mut buf = vec![0u8; size as usize];
+/// Reads until `size` bytes, `prefix` first, are buffered or the body ends; into `reuse` when
+/// it is given (the buffer of a part already uploaded).
+async fn read_part(
+    body: &mut ByteReader,
+    size: u64,
+    prefix: Bytes,
+    reuse: Option<Vec<u8>>,
+) -> io::Result<Bytes> {
+    let mut buf = reuse.unwrap_or_default();
+    buf.resize(size as usize, 0);
     buf[..prefix.len()].copy_from_slice(&prefix);
     let mut filled = prefix.len();
     while filled < buf.len() {
@@ -132,14 +155,23 @@ async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, Sto
     Ok(len)
 }
 
+/// A part's outcome: the part, and its buffer (with its permit) once nothing else holds it.
+type PartResult = Result<(CompletedPart, Option<Spare>), StoreError>;
+/// A buffer free to be filled again, still counted against `S3Store::part_buffers`.
+type Spare = (Vec<u8>, OwnedSemaphorePermit);
+
 /// One multipart upload in progress.
 struct Upload<'a> {
     store: &'a S3Store,
     key: &'a str,
     full: &'a str,
     id: &'a str,
-    tasks: JoinSet<Result<CompletedPart, StoreError>>,
+    tasks: JoinSet<PartResult>,
     done: Vec<CompletedPart>,
+    /// An uploaded part's buffer, filled again with the next part. Reusing buffers instead of
+    /// allocating one per part keeps the allocator from holding on to freed parts, so memory
+    /// stays the same however many parts an object has.
+    spare: Option<Spare>,
 }
 
 impl Upload<'_> {
@@ -148,39 +180,42 @@ impl Upload<'_> {
     async fn send_parts(
         &mut self,
         first: Bytes,
+        first_permit: OwnedSemaphorePermit,
         mut carry: Bytes,
         body: &mut ByteReader,
     ) -> Result<u64, StoreError> {
         let mut total = 0u64;
         let mut number = 1;
         let mut current = first;
+        let mut permit = first_permit;
         loop {
             let full_part = current.len() as u64 == part_size(self.store.part_size, number);
             total += current.len() as u64;
             while self.tasks.len() >= self.store.parts_in_flight {
                 self.join_one().await?;
             }
-            self.spawn_part(number, current);
+            self.spawn_part(number, current, permit);
             // Notice a failed part early instead of after reading the next one.
             while let Some(joined) = self.tasks.try_join_next() {
-                let part = self.flatten(joined)?;
-                self.done.push(part);
+                self.finished(joined)?;
             }
 
-            let next = if full_part {
-                read_part(
-                    body,
-                    part_size(self.store.part_size, number + 1),
-                    std::mem::take(&mut carry),
-                )
-                .await
-                .map_err(|source| StoreError::Source {
-                    key: self.key.to_string(),
-                    source,
-                })?
-            } else {
-                Bytes::new()
-            };
+            if !full_part {
+                break; // a short part is the last one
+            }
+            let (reuse, next_permit) = self.next_buffer().await?;
+            permit = next_permit;
+            let next = read_part(
+                body,
+                part_size(self.store.part_size, number + 1),
+                std::mem::take(&mut carry),
+                reuse,
+            )
+            .await
+            .map_err(|source| StoreError::Source {
+                key: self.key.to_string(),
+                source,
+            })?;
             if next.is_empty() {
                 break;
             }
@@ -203,12 +238,33 @@ impl Upload<'_> {
         Ok(total)
     }
 
-    fn spawn_part(&mut self, number: i32, data: Bytes) {
+    /// A buffer (when one can be reused) and its permit for the next part. Parts that finished
+    /// are collected meanwhile: their results hold permits, and waiting for a permit without
+    /// collecting them could wait forever.
+    async fn next_buffer(&mut self) -> Result<(Option<Vec<u8>>, OwnedSemaphorePermit), StoreError> {
+        let store = self.store;
+        loop {
+            if let Some((buffer, permit)) = self.spare.take() {
+                return Ok((Some(buffer), permit));
+            }
+            if self.tasks.is_empty() {
+                return Ok((None, buffer_permit(store).await));
+            }
+            tokio::select! {
+                permit = buffer_permit(store) => return Ok((None, permit)),
+                Some(joined) = self.tasks.join_next() => self.finished(joined)?,
+            }
+        }
+    }
+
+    /// Uploads one part on its own task, which holds the part's buffer permit until it ends.
+    fn spawn_part(&mut self, number: i32, data: Bytes, permit: OwnedSemaphorePermit) {
         let store = self.store.clone();
         let full = self.full.to_string();
         let upload_id = self.id.to_string();
         self.tasks.spawn(async move {
             let len = data.len() as i64;
+            let buffer = data.clone();
             let output = store
                 .client
                 .upload_part()
@@ -221,34 +277,40 @@ impl Upload<'_> {
                 .send()
                 .await
                 .map_err(|e| store.error("UploadPart", &full, &e))?;
-            Ok(CompletedPart::builder()
+            let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(output.e_tag)
-                .build())
+                .build();
+            let spare = buffer.try_into_mut().ok().map(|b| (Vec::from(b), permit));
+            Ok((part, spare))
         });
     }
 
     async fn join_one(&mut self) -> Result<(), StoreError> {
         if let Some(joined) = self.tasks.join_next().await {
-            let part = self.flatten(joined)?;
-            self.done.push(part);
+            self.finished(joined)?;
         }
         Ok(())
     }
 
-    /// A part's outcome; a task that panicked or was cancelled counts as a failed part.
-    fn flatten(
-        &self,
-        joined: Result<Result<CompletedPart, StoreError>, tokio::task::JoinError>,
-    ) -> Result<CompletedPart, StoreError> {
-        joined.unwrap_or_else(|e| {
+    /// Records a part's outcome; a task that panicked or was cancelled counts as a failed part.
+    fn finished(
+        &mut self,
+        joined: Result<PartResult, tokio::task::JoinError>,
+    ) -> Result<(), StoreError> {
+        let (part, buffer) = joined.unwrap_or_else(|e| {
             Err(StoreError::S3 {
                 operation: "UploadPart",
                 key: format!("s3://{}/{}", self.store.bucket, self.full),
                 reason: format!("the upload task failed: {e}"),
                 retryable: false,
             })
-        })
+        })?;
+        self.done.push(part);
+        if self.spare.is_none() {
+            self.spare = buffer;
+        }
+        Ok(())
     }
 
     async fn complete(&mut self) -> Result<(), StoreError> {

@@ -82,7 +82,9 @@ class Cluster:
                 "-c", f"port={self.port}", "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={self.root}",
                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-                "-c", "max_wal_size=4GB", "-c", "max_connections=50"]
+                "-c", "max_wal_size=4GB", "-c", "max_connections=50",
+                # Autovacuum would clean up after one command while the next one is timed.
+                "-c", "autovacuum=off"]
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
         logf = open(self.root / "postgres.log", "ab")
@@ -261,6 +263,12 @@ force_path_style = true
     def pgkeep(self, *args):
         return [self.a.pgkeep, "--config", str(self.config), *args]
 
+    def settle(self):
+        """Starts every timed command on a quiet server: dirty buffers of the previous one
+        written out, the kernel's writeback done."""
+        self.cluster.psql("postgres", "CHECKPOINT")
+        os.sync()
+
     def record(self, name, wall, rss, cpu):
         self.results.setdefault(name, []).append((wall, rss, cpu))
         log(f"  {name:<34} {wall:7.2f} s  {rss:7.1f} MB  cpu {cpu:6.2f} s")
@@ -333,6 +341,7 @@ force_path_style = true
             for key, step in steps:
                 if only and key not in only and not (key == "pg_dump_fd" and "pg_restore" in only):
                     continue
+                self.settle()
                 step()
 
     # ---- checks ----
@@ -375,6 +384,7 @@ force_path_style = true
         self.ensure_db("bench_src10", self.a.scale * 10)
         for job, label in (("dump10", "pgkeep backup (dump job), 10x"),
                            ("export10", "pgkeep backup (export job), 10x")):
+            self.settle()
             self.backup(job, label)
 
     # ---- report ----
@@ -433,7 +443,10 @@ force_path_style = true
         (self.work / "results.md").write_text(text)
         (self.work / "results.json").write_text(json.dumps(
             {"results": self.results, "sizes": self.sizes, "args": vars(self.a)}, indent=1))
-        log(f"results in {self.work / 'results.md'}")
+        if self.a.workdir_is_temp and not self.a.keep:
+            log("the work dir is removed at exit; --workdir DIR --keep keeps results and databases")
+        else:
+            log(f"results in {self.work / 'results.md'}")
 
     def copy_text_bytes(self):
         total = 0
@@ -506,8 +519,10 @@ def main():
         a.scale = 0.05 if a.scale == 1.0 else a.scale
         a.rounds = 1
     temp = a.workdir is None
+    a.workdir_is_temp = temp
     if temp:
         a.workdir = tempfile.mkdtemp(prefix="pgkeep-bench-")
+        os.chmod(a.workdir, 0o755)  # the cluster runs as `postgres` and must reach its directory
     for tool in ("/usr/bin/time", a.pgkeep, a.garage):
         if not Path(tool).exists():
             raise SystemExit(f"missing {tool} (bench/run.sh installs and builds what it needs)")

@@ -100,6 +100,20 @@ pub async fn resolve(
         None if config.jobs.len() == 1 => config.jobs.keys().next().cloned(),
         None => None,
     };
+    // A named backup of a known job is one read, not a read of every manifest of the job;
+    // anything unexpected falls through to the listing, which reports it precisely.
+    if let Some(j) = job.as_deref()
+        && backup != "latest"
+        && !backup.contains('/')
+    {
+        let key = manifest::object_key(j, backup, manifest::MANIFEST_NAME);
+        if let Ok(m) = manifest::read(store, &key).await
+            && m.id == backup
+            && m.job == j
+        {
+            return Ok(m);
+        }
+    }
     let backups = manifest::list(store, job.as_deref()).await?;
     let scope = job
         .as_deref()

@@ -292,20 +292,31 @@ pub(super) async fn apply(
     if mode == SchemaFrom::Dump && !foreign_keys.is_empty() {
         restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
     }
-    analyze(&admin, target, options.jobs.max(1) as usize).await?;
+    let loaded: Vec<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
+    analyze(&admin, target, &loaded, options.jobs.max(1) as usize).await?;
     Ok(raw)
 }
 
-/// ANALYZE of every user table, partitioned table and materialized view (what a database-wide
-/// ANALYZE covers, catalogs aside), biggest first, on `jobs` sessions at once.
-async fn analyze(admin: &Client, target: &Target, jobs: usize) -> Result<(), RestoreError> {
+/// ANALYZE of what the load did not analyze already (`loaded`): partitioned tables,
+/// materialized views, tables that were not loaded, and loaded tables with expression indexes
+/// (whose statistics need the index). With the load's own ANALYZEs this covers what a
+/// database-wide ANALYZE does, catalogs aside. Biggest first, on `jobs` sessions at once.
+async fn analyze(
+    admin: &Client,
+    target: &Target,
+    loaded: &[String],
+    jobs: usize,
+) -> Result<(), RestoreError> {
     let names: Vec<String> = admin
         .query(
             "SELECT c.oid::regclass::text FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname <> 'information_schema' \
-             AND n.nspname !~ '^pg_' ORDER BY pg_relation_size(c.oid) DESC",
-            &[],
+             AND n.nspname !~ '^pg_' AND (c.relkind <> 'r' \
+             OR c.oid <> ALL (SELECT to_regclass(t) FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL) \
+             OR EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL)) \
+             ORDER BY pg_relation_size(c.oid) DESC",
+            &[&loaded],
         )
         .await
         .map_err(query_error(target, "listing tables to ANALYZE"))?
@@ -430,6 +441,11 @@ async fn load_tables(
                 let next = queue.lock().await.pop_front();
                 let Some(object) = next else { break };
                 bytes += load_table(&client, store, manifest, object).await?;
+                // Statistics now, while other sessions still load: the core this one would
+                // leave idle at the end of the load does the work of a final ANALYZE.
+                if let Some(table) = &object.table {
+                    exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await?;
+                }
             }
             Ok::<u64, RestoreError>(bytes)
         }

@@ -1,6 +1,7 @@
 //! Opening connections: PG* defaults, password sources, and TLS with libpq's sslmode meanings.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use native_tls::{Certificate, Identity, TlsConnector};
@@ -17,6 +18,9 @@ use super::passfile;
 pub struct Target {
     info: ConnInfo,
     password: Option<String>,
+    /// The TLS connector, built on first use and shared by clones: building one loads the
+    /// certificate store, which costs tens of milliseconds per connection otherwise.
+    tls: Arc<OnceLock<MakeTlsConnector>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -90,7 +94,11 @@ impl Target {
             }
         }
         info.remove("password");
-        Ok(Target { info, password })
+        Ok(Target {
+            info,
+            password,
+            tls: Arc::default(),
+        })
     }
 
     /// The same server and credentials, another database.
@@ -142,7 +150,12 @@ impl Target {
     /// `PgError::Connect` with the server's own message (wrong password, missing database...).
     pub async fn connect(&self) -> Result<Client, PgError> {
         let config = self.pg_config()?;
-        let tls = self.tls()?;
+        let tls = if let Some(tls) = self.tls.get() {
+            tls.clone()
+        } else {
+            let tls = self.tls()?;
+            self.tls.get_or_init(|| tls.clone()).clone()
+        };
         let (client, connection) = config.connect(tls).await.map_err(|e| PgError::Connect {
             target: self.describe(),
             reason: super::describe_error(&e),

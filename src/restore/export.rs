@@ -2,26 +2,20 @@
 //! every table's COPY data loaded in parallel with user triggers off and foreign keys added
 //! afterwards, then sequences, materialized views and ANALYZE.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use futures::SinkExt;
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
-use super::{RestoreError, RestoreOptions, RestorePlan, SchemaFrom, schema, stage};
+use super::load::{Load, exec, load_tables};
+use super::schema::SchemaArchive;
+use super::{RestoreError, RestoreOptions, RestorePlan, SchemaFrom, schema, stage, toc};
 use crate::manifest::{Manifest, ObjectEntry};
-use crate::pg::introspect::{self, LoadConstraint, data_columns};
+use crate::pg::introspect::{self, LoadConstraint};
 use crate::pg::{PgError, Target, describe_error, quote_ident};
 use crate::source::TablePattern;
 use crate::store::ObjectStore;
-
-/// Session settings for loading COPY text data written by an export.
-const LOAD_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = ISO; \
-     SET IntervalStyle = postgres; SET synchronous_commit = off; \
-     SET maintenance_work_mem = '256MB'; SET statement_timeout = 0; SET lock_timeout = 0";
-/// `maintenance_work_mem` for the load and for the index builds after it (`LOAD_SETUP`).
-pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
 
 fn schema_from(options: &RestoreOptions) -> SchemaFrom {
     options
@@ -119,22 +113,18 @@ pub(super) async fn apply(
     let tool = stage::pg_restore(manifest).await?;
     let archive = stage::stage(store, plan, &plan.object).await?;
     let mode = schema_from(options);
-    let no_owner = options.no_owner;
+    let schema_archive = SchemaArchive {
+        tool: &tool,
+        target,
+        path: archive.path(),
+        no_owner: options.no_owner,
+    };
 
     // 1. Schema without constraints that could depend on load order.
     let mut missing = Vec::new();
     match mode {
         SchemaFrom::Dump => {
-            schema::pg_restore_section(
-                &tool,
-                target,
-                archive.path(),
-                "pre-data",
-                None,
-                no_owner,
-                1,
-            )
-            .await?;
+            schema_archive.restore("pre-data", None, 1).await?;
         }
         SchemaFrom::Migrations => {
             let migrations = options.migrations.as_ref().expect("checked in plan");
@@ -156,23 +146,17 @@ pub(super) async fn apply(
             if !absent.is_empty() {
                 tracing::info!(tables = ?absent, "creating tables the migrations do not define from the captured schema");
                 let wanted = toc_names(&absent);
-                let list = schema::filtered_list(&tool, archive.path(), |line| {
-                    schema::toc_entry(line).is_some_and(|(desc, rest)| {
-                        matches!(desc, "TABLE" | "DEFAULT")
-                            && wanted.iter().any(|w| rest.starts_with(w.as_str()))
+                let list = schema_archive
+                    .filtered_list(|line| {
+                        schema::toc_entry(line).is_some_and(|(desc, rest)| {
+                            matches!(desc, "TABLE" | "DEFAULT")
+                                && wanted.iter().any(|w| rest.starts_with(w.as_str()))
+                        })
                     })
-                })
-                .await?;
-                schema::pg_restore_section(
-                    &tool,
-                    target,
-                    archive.path(),
-                    "pre-data",
-                    Some(list.path()),
-                    no_owner,
-                    1,
-                )
-                .await?;
+                    .await?;
+                schema_archive
+                    .restore("pre-data", Some(list.path()), 1)
+                    .await?;
                 missing = absent;
             }
             let (still_absent, diff) = schema::drift(&client, &tables).await?;
@@ -211,13 +195,23 @@ pub(super) async fn apply(
         .await?;
     }
 
-    // 3. Data.
+    // 3. Data; with the captured schema, big tables' indexes and keys as soon as their data
+    //    is in.
+    let (early, post_data) = match mode {
+        SchemaFrom::Dump => early_post_data(&schema_archive, &tables, !selective).await?,
+        SchemaFrom::Migrations => (Vec::new(), BTreeMap::new()),
+    };
+    let built: BTreeSet<u32> = early.iter().map(|e| e.id).collect();
     let raw = load_tables(
-        store,
-        manifest,
-        target,
+        Load {
+            store,
+            manifest,
+            target,
+            jobs: options.jobs.max(1) as usize,
+            schema: Some(&schema_archive),
+            early,
+        },
         &tables,
-        options.jobs.max(1) as usize,
     )
     .await?;
 
@@ -240,49 +234,37 @@ pub(super) async fn apply(
     // 5. Post-data: constraints, indexes, triggers, foreign keys.
     match mode {
         SchemaFrom::Dump => {
-            let list = if selective {
-                Some(
-                    schema::filtered_list(&tool, archive.path(), |line| {
-                        schema::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT")
-                    })
-                    .await?,
-                )
-            } else {
-                None
-            };
             if selective {
                 tracing::warn!("a selective restore does not recreate foreign keys");
             }
-            schema::pg_restore_section(
-                &tool,
-                target,
-                archive.path(),
-                "post-data",
-                list.as_ref().map(tempfile::NamedTempFile::path),
-                no_owner,
-                options.jobs,
-            )
-            .await?;
+            // What the load did not build already.
+            let keep = |line: &str| {
+                toc::line_id(line).is_none_or(|id| !built.contains(&id))
+                    && (!selective
+                        || schema::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
+            };
+            let left = post_data.values().filter(|line| keep(line)).count();
+            if left > 0 {
+                let list = schema_archive.filtered_list(keep).await?;
+                schema_archive
+                    .restore("post-data", Some(list.path()), options.jobs)
+                    .await?;
+            }
         }
         SchemaFrom::Migrations => {
             if !missing.is_empty() {
                 let wanted = toc_names(&missing);
-                let list = schema::filtered_list(&tool, archive.path(), |line| {
-                    schema::toc_entry(line).is_some_and(|(desc, rest)| {
-                        desc == "CONSTRAINT" && wanted.iter().any(|w| rest.starts_with(w.as_str()))
+                let list = schema_archive
+                    .filtered_list(|line| {
+                        schema::toc_entry(line).is_some_and(|(desc, rest)| {
+                            desc == "CONSTRAINT"
+                                && wanted.iter().any(|w| rest.starts_with(w.as_str()))
+                        })
                     })
-                })
-                .await?;
-                schema::pg_restore_section(
-                    &tool,
-                    target,
-                    archive.path(),
-                    "post-data",
-                    Some(list.path()),
-                    no_owner,
-                    options.jobs,
-                )
-                .await?;
+                    .await?;
+                schema_archive
+                    .restore("post-data", Some(list.path()), options.jobs)
+                    .await?;
             }
             restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
         }
@@ -295,6 +277,43 @@ pub(super) async fn apply(
     let loaded: Vec<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
     analyze(&admin, target, &loaded, options.jobs.max(1) as usize).await?;
     Ok(raw)
+}
+
+/// Post-data entries of tables smaller than this wait for the pass after the load: each
+/// entry built during the load costs a `pg_restore` run, worth it only when the build is long.
+const EARLY_BUILD_MIN_BYTES: u64 = 16 << 20;
+
+/// The post-data entries to build during the load (see `toc::early`; foreign keys only with
+/// `foreign_keys`), and all post-data entries by id.
+async fn early_post_data(
+    archive: &SchemaArchive<'_>,
+    tables: &[&ObjectEntry],
+    foreign_keys: bool,
+) -> Result<(Vec<toc::Early>, BTreeMap<u32, String>), RestoreError> {
+    let post_data: BTreeMap<u32, String> = archive
+        .list(false, Some("post-data"))
+        .await?
+        .lines()
+        .filter_map(|l| Some((toc::line_id(l)?, l.to_string())))
+        .collect();
+    let loaded: Vec<toc::Loaded> = tables
+        .iter()
+        .filter_map(|o| {
+            let name = o.table.clone()?;
+            let (schema, table) = split_qualified(&name)?;
+            Some(toc::Loaded {
+                name,
+                prefix: format!("{schema} {table} "),
+                big: o.raw_bytes >= EARLY_BUILD_MIN_BYTES,
+            })
+        })
+        .collect();
+    if post_data.is_empty() || !loaded.iter().any(|t| t.big) {
+        return Ok((Vec::new(), post_data));
+    }
+    let entries = toc::parse(&archive.list(true, None).await?);
+    let ids: BTreeSet<u32> = post_data.keys().copied().collect();
+    Ok((toc::early(&entries, &ids, &loaded, foreign_keys), post_data))
 }
 
 /// ANALYZE of what the load did not analyze already (`loaded`): partitioned tables,
@@ -420,196 +439,6 @@ async fn refresh_materialized_views(
     Ok(())
 }
 
-/// Loads every table with `jobs` parallel connections, biggest first.
-async fn load_tables(
-    store: &dyn ObjectStore,
-    manifest: &Manifest,
-    target: &Target,
-    tables: &[&ObjectEntry],
-    jobs: usize,
-) -> Result<u64, RestoreError> {
-    let mut ordered: Vec<&ObjectEntry> = tables.to_vec();
-    ordered.sort_by_key(|o| std::cmp::Reverse(o.raw_bytes));
-    let queue = Arc::new(Mutex::new(VecDeque::from(ordered)));
-    let workers = (0..jobs.min(tables.len()).max(1)).map(|_| {
-        let queue = Arc::clone(&queue);
-        async move {
-            let client = target.connect().await?;
-            exec(&client, LOAD_SETUP, "setting up a load session").await?;
-            let mut bytes = 0;
-            loop {
-                let next = queue.lock().await.pop_front();
-                let Some(object) = next else { break };
-                bytes += load_table(&client, store, manifest, object).await?;
-                // Statistics now, while other sessions still load: the core this one would
-                // leave idle at the end of the load does the work of a final ANALYZE.
-                if let Some(table) = &object.table {
-                    exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await?;
-                }
-            }
-            Ok::<u64, RestoreError>(bytes)
-        }
-    });
-    let done = futures::future::try_join_all(workers).await?;
-    Ok(done.into_iter().sum())
-}
-
-/// One table in one transaction: user triggers disabled by name (and put back exactly as
-/// they were), COPY FROM STDIN fed with verified data, the row count checked.
-async fn load_table(
-    client: &Client,
-    store: &dyn ObjectStore,
-    manifest: &Manifest,
-    object: &ObjectEntry,
-) -> Result<u64, RestoreError> {
-    let table = object.table.clone().unwrap_or_default();
-    let fail = |reason: String| RestoreError::Load {
-        table: table.clone(),
-        reason,
-    };
-    exec(client, "BEGIN", "BEGIN").await?;
-    let triggers = introspect::enabled_user_triggers(client, &table).await?;
-    for t in &triggers {
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {table} DISABLE TRIGGER {}",
-                quote_ident(&t.name)
-            ))
-            .await
-            .map_err(|e| {
-                fail(format!(
-                    "disabling trigger {}: {}",
-                    t.name,
-                    describe_error(&e)
-                ))
-            })?;
-    }
-    let columns = data_columns(&object.columns);
-    let copy = |freeze: &str| {
-        if columns.is_empty() {
-            format!("COPY {table} FROM STDIN{freeze}")
-        } else {
-            format!("COPY {table} ({}) FROM STDIN{freeze}", columns.join(", "))
-        }
-    };
-    // COPY FREEZE when possible (see `empty_again`); the server refuses it up front, before
-    // any data, when something else in the transaction prevents it: then a plain COPY.
-    let frozen = if empty_again(client, &table).await? {
-        match client.copy_in::<_, bytes::Bytes>(&copy(" (FREEZE)")).await {
-            Ok(sink) => Some(sink),
-            Err(e) => {
-                tracing::debug!(table = %table, error = %describe_error(&e), "COPY FREEZE refused");
-                exec(
-                    client,
-                    "ROLLBACK TO SAVEPOINT pgkeep_load",
-                    "ROLLBACK TO SAVEPOINT",
-                )
-                .await?;
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let sink = match frozen {
-        Some(sink) => sink,
-        None => client
-            .copy_in::<_, bytes::Bytes>(&copy(""))
-            .await
-            .map_err(|e| fail(describe_error(&e)))?,
-    };
-    futures::pin_mut!(sink);
-    let mut chunks = stage::decoded_chunks(store, manifest, object).await?;
-    while let Some(chunk) = chunks.recv().await {
-        match chunk {
-            Ok(bytes) => sink
-                .send(bytes)
-                .await
-                .map_err(|e| fail(describe_error(&e)))?,
-            Err(e) => {
-                // Dropping the sink aborts the COPY; the transaction is rolled back.
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(RestoreError::Damaged(e));
-            }
-        }
-    }
-    let loaded = sink
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|e| fail(describe_error(&e)))?;
-    let expected = object.rows.unwrap_or(0);
-    if loaded != expected {
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(RestoreError::RowCount {
-            table,
-            loaded,
-            expected,
-        });
-    }
-    for t in &triggers {
-        let how = match t.enabled {
-            'A' => "ENABLE ALWAYS",
-            'R' => "ENABLE REPLICA",
-            _ => "ENABLE",
-        };
-        exec(
-            client,
-            &format!("ALTER TABLE {table} {how} TRIGGER {}", quote_ident(&t.name)),
-            "re-enabling a trigger",
-        )
-        .await?;
-    }
-    exec(client, "COMMIT", "COMMIT").await?;
-    tracing::debug!(table = %table, rows = loaded, "table loaded");
-    Ok(object.raw_bytes)
-}
-
-/// Makes COPY FREEZE possible for an empty table: truncated in this transaction, its rows can
-/// be written already frozen and its pages marked all-visible, so the index builds and ANALYZE
-/// that follow need not set hint bits on (and rewrite) every page, as `pg_restore` leaves them
-/// to. Done in a savepoint and only when the table is empty; if the table has rows or cannot be
-/// truncated (privileges, a foreign key from outside the restore), nothing changes and the load
-/// goes on without FREEZE.
-async fn empty_again(client: &Client, table: &str) -> Result<bool, RestoreError> {
-    exec(client, "SAVEPOINT pgkeep_load", "SAVEPOINT").await?;
-    // The simple protocol: an extended-protocol portal left open would itself rule out FREEZE.
-    let has_rows = client
-        .simple_query(&format!("SELECT EXISTS (SELECT FROM ONLY {table})"))
-        .await
-        .ok()
-        .and_then(|messages| {
-            messages.into_iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
-                _ => None,
-            })
-        });
-    let truncated = has_rows == Some(false)
-        && client
-            .batch_execute(&format!("TRUNCATE ONLY {table}"))
-            .await
-            .is_ok();
-    if !truncated {
-        exec(
-            client,
-            "ROLLBACK TO SAVEPOINT pgkeep_load",
-            "ROLLBACK TO SAVEPOINT",
-        )
-        .await?;
-    }
-    Ok(truncated)
-}
-
-async fn exec(client: &Client, sql: &str, what: &'static str) -> Result<(), RestoreError> {
-    client.batch_execute(sql).await.map_err(|e| {
-        RestoreError::Pg(PgError::Query {
-            what,
-            target: String::new(),
-            reason: describe_error(&e),
-        })
-    })
-}
-
 fn query_error(
     target: &Target,
     what: &'static str,
@@ -627,15 +456,6 @@ fn query_error(
 #[cfg(test)]
 mod tests {
     use super::split_qualified;
-
-    #[test]
-    fn index_builds_get_the_loads_maintenance_work_mem() {
-        let setting = format!(
-            "maintenance_work_mem = '{}'",
-            super::LOAD_MAINTENANCE_WORK_MEM
-        );
-        assert!(super::LOAD_SETUP.contains(&setting));
-    }
 
     #[test]
     fn qualified_names_split_back() {

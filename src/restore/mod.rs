@@ -3,8 +3,10 @@
 
 mod dump;
 mod export;
+mod load;
 mod schema;
 mod stage;
+mod toc;
 
 use std::time::Duration;
 

@@ -11,96 +11,135 @@ use crate::manifest::{Column, ObjectEntry};
 use crate::pg::{PgError, Target, describe_error, introspect};
 use crate::source::{Running, Tool};
 
-/// Runs `pg_restore --section=SECTION` of the staged schema archive, optionally through a
-/// filtered table of contents: in one transaction, or with `jobs` > 1 on that many parallel
-/// sessions (post-data: indexes and constraints are then built side by side, as
-/// `pg_restore --jobs` does for a full restore).
-pub(super) async fn pg_restore_section(
-    tool: &Tool,
-    target: &Target,
-    archive: &Path,
-    section: &str,
-    list: Option<&Path>,
-    no_owner: bool,
-    jobs: u32,
-) -> Result<(), RestoreError> {
-    let mut args = vec![
-        "--exit-on-error".to_string(),
-        "--no-password".to_string(),
-        if jobs > 1 {
-            format!("--jobs={jobs}")
-        } else {
-            "--single-transaction".to_string()
-        },
-        format!("--section={section}"),
-        format!("--dbname={}", super::dump::dbname_conninfo(target.dbname())),
-    ];
-    if no_owner {
-        args.push("--no-owner".to_string());
-    }
-    if let Some(l) = list {
-        args.push(format!("--use-list={}", l.display()));
-    }
-    args.push(archive.display().to_string());
-    let mut env = target.child_env();
-    if section == "post-data" {
-        // Index builds sort in memory instead of spilling to disk, as the data load does; the
-        // target's own `options` come first and are kept.
-        let setting = format!(
-            "-c maintenance_work_mem={}",
-            super::export::LOAD_MAINTENANCE_WORK_MEM
-        );
-        match env.iter_mut().find(|(k, _)| k == "PGOPTIONS") {
-            Some((_, options)) => *options = format!("{options} {setting}"),
-            None => env.push(("PGOPTIONS".to_string(), setting)),
-        }
-    }
-    tracing::info!(section, jobs, target = %target.describe(), "restoring the captured schema");
-    Running::spawn_plain("pg_restore", tool.command(&args, &env))?
-        .finish()
-        .await?;
-    Ok(())
+/// The staged schema archive of an export and how to apply it to the target.
+pub(super) struct SchemaArchive<'a> {
+    pub tool: &'a Tool,
+    pub target: &'a Target,
+    pub path: &'a Path,
+    pub no_owner: bool,
 }
 
-/// The archive's table of contents with the entries `keep` rejects commented out, written to
-/// a temp file for `--use-list`.
-pub(super) async fn filtered_list(
-    tool: &Tool,
-    archive: &Path,
-    keep: impl Fn(&str) -> bool,
-) -> Result<tempfile::NamedTempFile, RestoreError> {
-    let out = tool
-        .command(&["--list".to_string(), archive.display().to_string()], &[])
-        .output()
-        .await
-        .map_err(|e| crate::source::SourceError::Spawn {
-            program: "pg_restore --list".into(),
-            reason: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(crate::source::SourceError::Failed {
-            program: "pg_restore --list".into(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-        .into());
+impl SchemaArchive<'_> {
+    /// Runs `pg_restore --section=SECTION`, optionally through a filtered table of contents:
+    /// in one transaction, or with `jobs` > 1 on that many parallel sessions (post-data:
+    /// indexes and constraints are then built side by side, as `pg_restore --jobs` does for a
+    /// full restore).
+    pub async fn restore(
+        &self,
+        section: &str,
+        list: Option<&Path>,
+        jobs: u32,
+    ) -> Result<(), RestoreError> {
+        tracing::info!(section, jobs, target = %self.target.describe(), "restoring the captured schema");
+        self.run(section, list, jobs).await
     }
-    let mut list = String::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.starts_with(';') || keep(line) {
+
+    /// Runs exactly the post-data entries `lines` (lines of `pg_restore --list`), in one
+    /// transaction.
+    pub async fn restore_entries(&self, lines: &[&str]) -> Result<(), RestoreError> {
+        let mut list = String::new();
+        for line in lines {
             let _ = writeln!(list, "{line}");
-        } else {
-            let _ = writeln!(list, ";{line}");
         }
+        let file = write_list(&list)?;
+        tracing::debug!(entries = ?lines, "restoring post-data entries");
+        self.run("post-data", Some(file.path()), 1).await
     }
-    let file = tempfile::NamedTempFile::new().map_err(|e| RestoreError::Load {
+
+    async fn run(&self, section: &str, list: Option<&Path>, jobs: u32) -> Result<(), RestoreError> {
+        let mut args = vec![
+            "--exit-on-error".to_string(),
+            "--no-password".to_string(),
+            if jobs > 1 {
+                format!("--jobs={jobs}")
+            } else {
+                "--single-transaction".to_string()
+            },
+            format!("--section={section}"),
+            format!(
+                "--dbname={}",
+                super::dump::dbname_conninfo(self.target.dbname())
+            ),
+        ];
+        if self.no_owner {
+            args.push("--no-owner".to_string());
+        }
+        if let Some(l) = list {
+            args.push(format!("--use-list={}", l.display()));
+        }
+        args.push(self.path.display().to_string());
+        let mut env = self.target.child_env();
+        if section == "post-data" {
+            // Index builds sort in memory instead of spilling to disk, as the data load does;
+            // the target's own `options` come first and are kept.
+            let setting = format!(
+                "-c maintenance_work_mem={}",
+                super::load::LOAD_MAINTENANCE_WORK_MEM
+            );
+            match env.iter_mut().find(|(k, _)| k == "PGOPTIONS") {
+                Some((_, options)) => *options = format!("{options} {setting}"),
+                None => env.push(("PGOPTIONS".to_string(), setting)),
+            }
+        }
+        Running::spawn_plain("pg_restore", self.tool.command(&args, &env))?
+            .finish()
+            .await?;
+        Ok(())
+    }
+
+    /// `pg_restore --list` of the archive; with `verbose`, every entry followed by the
+    /// entries it depends on; with a section, only that section's entries (not verbose).
+    pub async fn list(&self, verbose: bool, section: Option<&str>) -> Result<String, RestoreError> {
+        let mut args = vec!["--list".to_string()];
+        if verbose {
+            args.push("--verbose".to_string());
+        }
+        if let Some(section) = section {
+            args.push(format!("--section={section}"));
+        }
+        args.push(self.path.display().to_string());
+        let out = self.tool.command(&args, &[]).output().await.map_err(|e| {
+            crate::source::SourceError::Spawn {
+                program: "pg_restore --list".into(),
+                reason: e.to_string(),
+            }
+        })?;
+        if !out.status.success() {
+            return Err(crate::source::SourceError::Failed {
+                program: "pg_restore --list".into(),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The archive's table of contents with the entries `keep` rejects commented out, written
+    /// to a temp file for `--use-list`.
+    pub async fn filtered_list(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<tempfile::NamedTempFile, RestoreError> {
+        let mut list = String::new();
+        for line in self.list(false, None).await?.lines() {
+            if line.starts_with(';') || keep(line) {
+                let _ = writeln!(list, "{line}");
+            } else {
+                let _ = writeln!(list, ";{line}");
+            }
+        }
+        write_list(&list)
+    }
+}
+
+fn write_list(list: &str) -> Result<tempfile::NamedTempFile, RestoreError> {
+    let fail = |e: std::io::Error| RestoreError::Load {
         table: String::new(),
         reason: format!("writing a restore list: {e}"),
-    })?;
-    std::fs::write(file.path(), list).map_err(|e| RestoreError::Load {
-        table: String::new(),
-        reason: format!("writing a restore list: {e}"),
-    })?;
+    };
+    let file = tempfile::NamedTempFile::new().map_err(fail)?;
+    std::fs::write(file.path(), list).map_err(fail)?;
     Ok(file)
 }
 
@@ -108,7 +147,11 @@ pub(super) async fn filtered_list(
 pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
     const DESCS: &[&str] = &[
         "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
         "CONSTRAINT",
+        "INDEX ATTACH",
+        "INDEX",
+        "TABLE ATTACH",
         "TABLE DATA",
         "TABLE",
         "DEFAULT",

@@ -1,0 +1,433 @@
+//! Loading an export's tables: COPY of every table on parallel sessions, biggest first, each
+//! table's indexes and key constraints built as soon as its data is in (while other tables
+//! still load), then its ANALYZE.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use futures::SinkExt;
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+
+use super::schema::SchemaArchive;
+use super::toc::Early;
+use super::{RestoreError, stage};
+use crate::manifest::{Manifest, ObjectEntry};
+use crate::pg::introspect::{self, data_columns};
+use crate::pg::{PgError, Target, describe_error, quote_ident};
+use crate::store::ObjectStore;
+
+/// Session settings for loading COPY text data written by an export.
+const LOAD_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = ISO; \
+     SET IntervalStyle = postgres; SET synchronous_commit = off; \
+     SET maintenance_work_mem = '256MB'; SET statement_timeout = 0; SET lock_timeout = 0";
+/// `maintenance_work_mem` for the load and for the index builds after it (`LOAD_SETUP`).
+pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
+
+/// What the load needs besides the tables.
+pub(super) struct Load<'a> {
+    pub store: &'a dyn ObjectStore,
+    pub manifest: &'a Manifest,
+    pub target: &'a Target,
+    pub jobs: usize,
+    /// The schema archive and the post-data entries to build during the load (see
+    /// `toc::early`); none when the schema comes from migrations.
+    pub schema: Option<&'a SchemaArchive<'a>>,
+    pub early: Vec<Early>,
+}
+
+/// One unit of work for a load session.
+enum Work<'a> {
+    Copy(&'a ObjectEntry),
+    Build(Early),
+    Analyze(String),
+}
+
+impl Work<'_> {
+    fn tables(&self) -> Vec<&str> {
+        match self {
+            Work::Copy(o) => vec![o.table.as_deref().unwrap_or("")],
+            Work::Build(e) => e.tables.iter().map(String::as_str).collect(),
+            Work::Analyze(table) => vec![table.as_str()],
+        }
+    }
+
+    /// Whether the work can share its table with other shared work (index builds).
+    fn shared(&self) -> bool {
+        matches!(self, Work::Build(e) if e.shared)
+    }
+
+    /// Lower runs first: a loaded table's own indexes (they can share it), then its keys,
+    /// then its ANALYZE, then foreign keys between loaded tables (their checks plan better
+    /// with statistics), then the next load (as `pg_restore --jobs` does: a big table's
+    /// indexes before the next small table).
+    fn rank(&self) -> u8 {
+        match self {
+            Work::Build(e) if e.tables.len() == 1 && e.shared => 0,
+            Work::Build(e) if e.tables.len() == 1 => 1,
+            Work::Analyze(_) => 2,
+            Work::Build(_) => 3,
+            Work::Copy(_) => 4,
+        }
+    }
+}
+
+/// Locks held on one table by running work, mirroring the server's: index builds share a
+/// table, everything else needs it alone (and would only wait for the lock otherwise).
+#[derive(Default)]
+struct Held {
+    shared: usize,
+    exclusive: bool,
+}
+
+#[derive(Default)]
+struct Queue<'a> {
+    /// Ready work with its rank and arrival order.
+    ready: Vec<(u8, usize, Work<'a>)>,
+    arrivals: usize,
+    /// Early entries still waiting for loads or other entries.
+    waiting: Vec<Early>,
+    held: HashMap<String, Held>,
+    loaded: HashSet<String>,
+    built: HashSet<u32>,
+    /// By table: its own early entries not built yet (its ANALYZE waits for them).
+    own_left: HashMap<String, usize>,
+    analyzing: HashSet<String>,
+    running: usize,
+    stopped: bool,
+}
+
+impl<'a> Queue<'a> {
+    fn new(copies: Vec<&'a ObjectEntry>, early: Vec<Early>) -> Self {
+        let mut q = Queue::default();
+        for e in &early {
+            if let [table] = e.tables.as_slice() {
+                *q.own_left.entry(table.clone()).or_default() += 1;
+            }
+        }
+        q.waiting = early;
+        for c in copies {
+            q.push(Work::Copy(c));
+        }
+        q
+    }
+
+    fn push(&mut self, work: Work<'a>) {
+        self.arrivals += 1;
+        self.ready.push((work.rank(), self.arrivals, work));
+    }
+
+    /// The most urgent ready work whose tables are free for it.
+    fn take(&mut self) -> Option<Work<'a>> {
+        let at = self
+            .ready
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, _, w))| {
+                w.tables().iter().all(|t| {
+                    self.held
+                        .get(*t)
+                        .is_none_or(|h| !h.exclusive && (h.shared == 0 || w.shared()))
+                })
+            })
+            .min_by_key(|(_, (rank, seq, _))| (*rank, *seq))
+            .map(|(i, _)| i)?;
+        let (_, _, work) = self.ready.swap_remove(at);
+        for t in work.tables() {
+            let held = self.held.entry(t.to_string()).or_default();
+            if work.shared() {
+                held.shared += 1;
+            } else {
+                held.exclusive = true;
+            }
+        }
+        self.running += 1;
+        Some(work)
+    }
+
+    /// Releases `work`'s tables and makes ready what it was the last thing missing for.
+    fn done(&mut self, work: &Work<'a>) {
+        self.running -= 1;
+        for t in work.tables() {
+            if let Some(h) = self.held.get_mut(t) {
+                if work.shared() {
+                    h.shared = h.shared.saturating_sub(1);
+                } else {
+                    h.exclusive = false;
+                }
+            }
+        }
+        let touched: Vec<String> = match work {
+            Work::Copy(_) => {
+                let table = work.tables()[0].to_string();
+                self.loaded.insert(table.clone());
+                vec![table]
+            }
+            Work::Build(e) => {
+                self.built.insert(e.id);
+                if let [table] = e.tables.as_slice() {
+                    let left = self.own_left.entry(table.clone()).or_default();
+                    *left = left.saturating_sub(1);
+                }
+                e.tables.clone()
+            }
+            Work::Analyze(_) => return,
+        };
+        let (ready, waiting): (Vec<Early>, Vec<Early>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|e| {
+                e.tables.iter().all(|t| self.loaded.contains(t))
+                    && e.after.iter().all(|a| self.built.contains(a))
+            });
+        self.waiting = waiting;
+        for e in ready {
+            self.push(Work::Build(e));
+        }
+        for table in touched {
+            if self.loaded.contains(&table)
+                && self.own_left.get(&table).is_none_or(|n| *n == 0)
+                && self.analyzing.insert(table.clone())
+            {
+                self.push(Work::Analyze(table));
+            }
+        }
+    }
+}
+
+/// Loads every table with `jobs` parallel sessions, biggest first; builds the early post-data
+/// entries as soon as their tables are in, and analyzes each table once its own indexes exist
+/// (statistics then cover expression indexes built early; the cores that would otherwise idle
+/// at the end of the load do the work of a final ANALYZE). Returns the raw bytes loaded.
+pub(super) async fn load_tables(
+    load: Load<'_>,
+    tables: &[&ObjectEntry],
+) -> Result<u64, RestoreError> {
+    let mut ordered: Vec<&ObjectEntry> = tables.to_vec();
+    ordered.sort_by_key(|o| std::cmp::Reverse(o.raw_bytes));
+    let queue = Mutex::new(Queue::new(ordered, load.early));
+    let wake = Notify::new();
+    let (queue, wake) = (&queue, &wake);
+    let (store, manifest, target, schema) = (load.store, load.manifest, load.target, load.schema);
+    let workers = (0..load.jobs.min(tables.len()).max(1)).map(|_| async move {
+        let client = target.connect().await?;
+        exec(&client, LOAD_SETUP, "setting up a load session").await?;
+        let mut bytes = 0;
+        loop {
+            let work = loop {
+                let notified = wake.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let mut q = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if q.stopped {
+                        return Ok::<u64, RestoreError>(bytes);
+                    }
+                    if let Some(work) = q.take() {
+                        break work;
+                    }
+                    if q.running == 0 {
+                        return Ok(bytes);
+                    }
+                }
+                notified.await;
+            };
+            let result = match &work {
+                Work::Copy(object) => load_table(&client, store, manifest, object)
+                    .await
+                    .map(|b| bytes += b),
+                Work::Build(entry) => match schema {
+                    Some(schema) => schema.restore_entries(&[entry.line.as_str()]).await,
+                    None => Ok(()),
+                },
+                Work::Analyze(table) => exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await,
+            };
+            {
+                let mut q = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if result.is_err() {
+                    q.stopped = true;
+                }
+                q.done(&work);
+            }
+            wake.notify_waiters();
+            result?;
+        }
+    });
+    let done = futures::future::try_join_all(workers).await?;
+    Ok(done.into_iter().sum())
+}
+
+/// One table in one transaction: user triggers disabled by name (and put back exactly as
+/// they were), COPY FROM STDIN fed with verified data, the row count checked.
+async fn load_table(
+    client: &Client,
+    store: &dyn ObjectStore,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+) -> Result<u64, RestoreError> {
+    let table = object.table.clone().unwrap_or_default();
+    let fail = |reason: String| RestoreError::Load {
+        table: table.clone(),
+        reason,
+    };
+    exec(client, "BEGIN", "BEGIN").await?;
+    let triggers = introspect::enabled_user_triggers(client, &table).await?;
+    for t in &triggers {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {table} DISABLE TRIGGER {}",
+                quote_ident(&t.name)
+            ))
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "disabling trigger {}: {}",
+                    t.name,
+                    describe_error(&e)
+                ))
+            })?;
+    }
+    let columns = data_columns(&object.columns);
+    let copy = |freeze: &str| {
+        if columns.is_empty() {
+            format!("COPY {table} FROM STDIN{freeze}")
+        } else {
+            format!("COPY {table} ({}) FROM STDIN{freeze}", columns.join(", "))
+        }
+    };
+    // COPY FREEZE when possible (see `empty_again`); the server refuses it up front, before
+    // any data, when something else in the transaction prevents it: then a plain COPY.
+    let frozen = if empty_again(client, &table).await? {
+        match client.copy_in::<_, bytes::Bytes>(&copy(" (FREEZE)")).await {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                tracing::debug!(table = %table, error = %describe_error(&e), "COPY FREEZE refused");
+                exec(
+                    client,
+                    "ROLLBACK TO SAVEPOINT pgkeep_load",
+                    "ROLLBACK TO SAVEPOINT",
+                )
+                .await?;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let sink = match frozen {
+        Some(sink) => sink,
+        None => client
+            .copy_in::<_, bytes::Bytes>(&copy(""))
+            .await
+            .map_err(|e| fail(describe_error(&e)))?,
+    };
+    futures::pin_mut!(sink);
+    let mut chunks = stage::decoded_chunks(store, manifest, object).await?;
+    while let Some(chunk) = chunks.recv().await {
+        match chunk {
+            Ok(bytes) => sink
+                .send(bytes)
+                .await
+                .map_err(|e| fail(describe_error(&e)))?,
+            Err(e) => {
+                // Dropping the sink aborts the COPY; the transaction is rolled back.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(RestoreError::Damaged(e));
+            }
+        }
+    }
+    let loaded = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|e| fail(describe_error(&e)))?;
+    let expected = object.rows.unwrap_or(0);
+    if loaded != expected {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(RestoreError::RowCount {
+            table,
+            loaded,
+            expected,
+        });
+    }
+    for t in &triggers {
+        let how = match t.enabled {
+            'A' => "ENABLE ALWAYS",
+            'R' => "ENABLE REPLICA",
+            _ => "ENABLE",
+        };
+        exec(
+            client,
+            &format!("ALTER TABLE {table} {how} TRIGGER {}", quote_ident(&t.name)),
+            "re-enabling a trigger",
+        )
+        .await?;
+    }
+    exec(client, "COMMIT", "COMMIT").await?;
+    tracing::debug!(table = %table, rows = loaded, "table loaded");
+    Ok(object.raw_bytes)
+}
+
+/// Makes COPY FREEZE possible for an empty table: truncated in this transaction, its rows can
+/// be written already frozen and its pages marked all-visible, so the index builds and ANALYZE
+/// that follow need not set hint bits on (and rewrite) every page, as `pg_restore` leaves them
+/// to. Done in a savepoint and only when the table is empty; if the table has rows or cannot be
+/// truncated (privileges, a foreign key from outside the restore), nothing changes and the load
+/// goes on without FREEZE.
+async fn empty_again(client: &Client, table: &str) -> Result<bool, RestoreError> {
+    exec(client, "SAVEPOINT pgkeep_load", "SAVEPOINT").await?;
+    // The simple protocol: an extended-protocol portal left open would itself rule out FREEZE.
+    let has_rows = client
+        .simple_query(&format!("SELECT EXISTS (SELECT FROM ONLY {table})"))
+        .await
+        .ok()
+        .and_then(|messages| {
+            messages.into_iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+                _ => None,
+            })
+        });
+    let truncated = has_rows == Some(false)
+        && client
+            .batch_execute(&format!("TRUNCATE ONLY {table}"))
+            .await
+            .is_ok();
+    if !truncated {
+        exec(
+            client,
+            "ROLLBACK TO SAVEPOINT pgkeep_load",
+            "ROLLBACK TO SAVEPOINT",
+        )
+        .await?;
+    }
+    Ok(truncated)
+}
+
+pub(super) async fn exec(
+    client: &Client,
+    sql: &str,
+    what: &'static str,
+) -> Result<(), RestoreError> {
+    client.batch_execute(sql).await.map_err(|e| {
+        RestoreError::Pg(PgError::Query {
+            what,
+            target: String::new(),
+            reason: describe_error(&e),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn index_builds_get_the_loads_maintenance_work_mem() {
+        let setting = format!(
+            "maintenance_work_mem = '{}'",
+            super::LOAD_MAINTENANCE_WORK_MEM
+        );
+        assert!(super::LOAD_SETUP.contains(&setting));
+    }
+}

@@ -2,8 +2,6 @@
 //! blocking thread, through a small bounded channel), verify + decompress on the way out.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -12,18 +10,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::codec::{Compression, GzipMember};
+mod blocks;
+
+use blocks::gzip_blocks;
+
+use crate::codec::Compression;
 use crate::store::{ObjectStore, StoreError};
 
 /// Size of the chunks handed to the store, and of reads from the source.
 const CHUNK: usize = 256 * 1024;
 /// Chunks buffered between the compressor and the uploader: bounds memory, gives overlap.
 const CHANNEL_DEPTH: usize = 4;
-/// Input compressed as one gzip member: large enough that the fresh window at each member
-/// costs well under 1% of ratio, small enough to spread one stream over several threads.
-const BLOCK: usize = 1024 * 1024;
-/// Upper bound on the compression threads.
-const MAX_COMPRESSION_THREADS: usize = 4;
 
 /// What was stored for one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,69 +169,9 @@ fn compress_stream(
 }
 
 /// Which side of the compressor failed.
-enum Failure {
+pub(super) enum Failure {
     Read(io::Error),
     Write(io::Error),
-}
-
-/// Threads of the process-wide compression pool: enough to outrun pg_dump or the COPY
-/// streams, and shared by every upload, so parallel uploads neither oversubscribe the CPU nor
-/// multiply the compressors' memory.
-fn compression_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, std::num::NonZero::get)
-        .min(MAX_COMPRESSION_THREADS)
-}
-
-/// One block to compress, and where its member and its emptied buffer go.
-struct Job {
-    block: Vec<u8>,
-    level: u32,
-    done: SyncSender<io::Result<Vec<u8>>>,
-    spare: SyncSender<Vec<u8>>,
-}
-
-/// The pool's queue, its threads started on first use. Workers never block on anything but
-/// this queue (each job's answer channel has room for its one answer), so no upload can stall
-/// another's compression.
-fn compression_pool() -> &'static SyncSender<Job> {
-    static POOL: OnceLock<SyncSender<Job>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Job>(1);
-        let rx = Arc::new(Mutex::new(rx));
-        for n in 0..compression_threads() {
-            let rx = Arc::clone(&rx);
-            let spawned = std::thread::Builder::new()
-                .name(format!("pgkeep-gzip-{n}"))
-                .spawn(move || compression_worker(&rx));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "could not start a compression thread");
-            }
-        }
-        tx
-    })
-}
-
-fn compression_worker(queue: &Mutex<Receiver<Job>>) {
-    let mut member: Option<(u32, GzipMember)> = None;
-    loop {
-        let job = match queue.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        if member.as_ref().is_none_or(|(level, _)| *level != job.level) {
-            member = Some((job.level, GzipMember::new(job.level)));
-        }
-        let (_, compressor) = member.as_mut().expect("set above");
-        let compressed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            compressor.compress(&job.block)
-        }))
-        .unwrap_or_else(|_| Err(io::Error::other("gzip compression panicked")));
-        // A closed receiver means the upload gave up; its own error is reported.
-        let _ = job.done.send(compressed);
-        let _ = job.spare.try_send(job.block);
-    }
 }
 
 fn copy_plain(input: &mut impl Read, sink: &mut ChunkSink) -> Result<u64, Failure> {
@@ -250,82 +187,6 @@ fn copy_plain(input: &mut impl Read, sink: &mut ChunkSink) -> Result<u64, Failur
         raw += n as u64;
         sink.write_all(&buf[..n]).map_err(Failure::Write)?;
     }
-}
-
-/// Reads up to one compression block, into `reuse` when given; shorter only at the end of
-/// the input.
-fn read_block(input: &mut impl Read, reuse: Option<Vec<u8>>) -> io::Result<Vec<u8>> {
-    let mut block = reuse.unwrap_or_else(|| Vec::with_capacity(BLOCK));
-    block.clear();
-    input.take(BLOCK as u64).read_to_end(&mut block)?;
-    Ok(block)
-}
-
-/// Gzip of `input` as a series of members, one per `BLOCK` of input, compressed on the
-/// shared pool (`compression_pool`) and written to `sink` in input order (see `GzipMember`).
-/// An input of at most one block (most tables, globals, schemas) is compressed inline. Memory
-/// stays bounded: per stream, one block being read and `2 * threads + 2` compressed ones
-/// awaiting their turn; in the pool, one queued block and one per thread.
-fn gzip_blocks(input: &mut impl Read, level: u32, sink: &mut ChunkSink) -> Result<u64, Failure> {
-    type Done = io::Result<Vec<u8>>;
-    let first = read_block(input, None).map_err(Failure::Read)?;
-    if first.len() < BLOCK {
-        let member = GzipMember::new(level)
-            .compress(&first)
-            .map_err(Failure::Write)?;
-        sink.write_all(&member).map_err(Failure::Write)?;
-        return Ok(first.len() as u64);
-    }
-    let pool = compression_pool();
-    let threads = compression_threads();
-    // Compressed blocks' buffers come back to this reader: a long stream allocates no new ones.
-    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
-    std::thread::scope(|scope| {
-        // Members are written in input order: the writer waits on each block's own channel.
-        let (order_tx, order_rx) = sync_channel::<Receiver<Done>>(2 * threads + 1);
-        let writer = scope.spawn(move || -> io::Result<()> {
-            for pending in order_rx {
-                let member = pending
-                    .recv()
-                    .map_err(|_| io::Error::other("a compression thread stopped"))??;
-                sink.write_all(&member)?;
-            }
-            Ok(())
-        });
-        let mut raw = 0u64;
-        let mut block = first;
-        let read = loop {
-            let len = block.len();
-            raw += len as u64;
-            let (done_tx, done_rx) = sync_channel(1);
-            if order_tx.send(done_rx).is_err() {
-                break Ok(()); // the writer stopped; its error is the one to report
-            }
-            let job = Job {
-                block,
-                level,
-                done: done_tx,
-                spare: spare_tx.clone(),
-            };
-            if pool.send(job).is_err() {
-                break Err(io::Error::other("the compression threads are gone"));
-            }
-            if len < BLOCK {
-                break Ok(());
-            }
-            block = match read_block(input, spare_rx.try_recv().ok()) {
-                Ok(b) if b.is_empty() => break Ok(()),
-                Ok(b) => b,
-                Err(e) => break Err(e),
-            };
-        };
-        drop(order_tx);
-        let written = writer
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the compression writer panicked")));
-        read.map_err(Failure::Read)?;
-        written.map(|()| raw).map_err(Failure::Write)
-    })
 }
 
 /// Collects compressed output into chunks, hashing and counting what will be stored.
@@ -520,6 +381,7 @@ pub fn copy_verified(
 
 #[cfg(test)]
 mod tests {
+    use super::blocks::BLOCK;
     use super::*;
 
     fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {

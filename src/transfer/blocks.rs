@@ -10,7 +10,7 @@ use crate::codec::GzipMember;
 
 /// Input compressed as one gzip member: large enough that the fresh window at each member
 /// costs well under 1% of ratio, small enough to spread one stream over several threads.
-pub(super) const BLOCK: usize = 1024 * 1024;
+const BLOCK: usize = 1024 * 1024;
 /// Upper bound on the compression threads.
 const MAX_COMPRESSION_THREADS: usize = 4;
 
@@ -152,4 +152,58 @@ pub(super) fn gzip_blocks(
         read.map_err(Failure::Read)?;
         written.map(|()| raw).map_err(Failure::Write)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_for_test() -> Vec<u8> {
+        (0..700_000u32)
+            .flat_map(|i| format!("{i}\tname {}\n", i % 13).into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn parallel_gzip_keeps_block_order() {
+        let data = data_for_test();
+        assert!(data.len() > 5 * BLOCK);
+        // Several streams at once share the pool; each comes out whole and in order.
+        let streams: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut stored = Vec::new();
+                    let raw = gzip_blocks(&mut &data_for_test()[..], 6, &mut stored);
+                    (raw, stored)
+                })
+            })
+            .collect();
+        for stream in streams {
+            let (raw, stored) = stream.join().unwrap();
+            assert_eq!(raw.ok(), Some(data.len() as u64));
+            let mut decoded = Vec::new();
+            flate2::read::MultiGzDecoder::new(&stored[..])
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert!(decoded == data, "decoded data differs");
+        }
+    }
+
+    #[test]
+    fn parallel_gzip_reports_a_failing_source() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(self.0).min(64 * 1024);
+                buf[..n].fill(b'x');
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let result = gzip_blocks(&mut Failing(3 * BLOCK + 10), 6, &mut Vec::new());
+        assert!(matches!(result, Err(Failure::Read(e)) if e.to_string() == "connection reset"));
+    }
 }

@@ -381,7 +381,6 @@ pub fn copy_verified(
 
 #[cfg(test)]
 mod tests {
-    use super::blocks::BLOCK;
     use super::*;
 
     fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {
@@ -394,73 +393,6 @@ mod tests {
             sha256: hex::encode(Sha256::digest(&s)),
         };
         (s, exp)
-    }
-
-    /// Runs `gzip_blocks` over `input` with a consumer on the other end of the channel.
-    fn gzip_through_channel(input: &mut impl Read) -> (Result<u64, Failure>, Vec<u8>, String) {
-        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(2);
-        let consumer = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            while let Some(Ok(chunk)) = rx.blocking_recv() {
-                all.extend_from_slice(&chunk);
-            }
-            all
-        });
-        let mut sink = ChunkSink {
-            tx,
-            buf: Vec::new(),
-            hasher: Sha256::new(),
-            count: 0,
-        };
-        let result = gzip_blocks(input, 6, &mut sink);
-        sink.send_buffered().unwrap();
-        let digest = hex::encode(std::mem::take(&mut sink.hasher).finalize());
-        drop(sink);
-        (result, consumer.join().unwrap(), digest)
-    }
-
-    fn data_for_test() -> Vec<u8> {
-        (0..700_000u32)
-            .flat_map(|i| format!("{i}\tname {}\n", i % 13).into_bytes())
-            .collect()
-    }
-
-    #[test]
-    fn parallel_gzip_keeps_block_order_and_hashes_what_it_sends() {
-        let data = data_for_test();
-        assert!(data.len() > 5 * BLOCK);
-        // Several streams at once share the pool; each comes out whole and in order.
-        let streams: Vec<_> = (0..3)
-            .map(|_| std::thread::spawn(|| gzip_through_channel(&mut &data_for_test()[..])))
-            .collect();
-        for stream in streams {
-            let (result, stored, digest) = stream.join().unwrap();
-            assert_eq!(result.ok(), Some(data.len() as u64));
-            assert_eq!(digest, hex::encode(Sha256::digest(&stored)));
-            let mut decoded = Vec::new();
-            flate2::read::MultiGzDecoder::new(&stored[..])
-                .read_to_end(&mut decoded)
-                .unwrap();
-            assert!(decoded == data, "decoded data differs");
-        }
-    }
-
-    #[test]
-    fn parallel_gzip_reports_a_failing_source() {
-        struct Failing(usize);
-        impl Read for Failing {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                if self.0 == 0 {
-                    return Err(io::Error::other("connection reset"));
-                }
-                let n = buf.len().min(self.0).min(64 * 1024);
-                buf[..n].fill(b'x');
-                self.0 -= n;
-                Ok(n)
-            }
-        }
-        let (result, _, _) = gzip_through_channel(&mut Failing(3 * BLOCK + 10));
-        assert!(matches!(result, Err(Failure::Read(e)) if e.to_string() == "connection reset"));
     }
 
     #[test]

@@ -1,0 +1,197 @@
+//! The daemon's readiness endpoint and its notifications.
+
+use super::*;
+
+/// `/readyz` is 200 while the last success (seeded from the store at start-up) is recent and
+/// 503 naming the job once it is older than `max_age`; systemd hears READY, WATCHDOG, STOPPING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_turns_unready_when_a_job_is_stale() {
+    let c = cluster();
+    let db = small_db("daemon_stale").await;
+    let p = Pgkeep::with_config("");
+    p.write_config(&format!(
+        "{}\n[jobs.yearly]\ndatabase = \"{}\"\nschedule = \"0 0 0 1 1 *\"\nmax_age = \"3s\"\ncompression = \"gzip:1\"\n",
+        store_config(&p),
+        c.url(&db)
+    ));
+    let id = p.backup_ok().await;
+    let sock_path = p.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let d = Daemon::start(
+        &p,
+        s3::free_port(),
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    )
+    .await;
+    assert_eq!(d.get("/readyz").await, (200, "ready\n".to_string()));
+    let finished = {
+        let show = p.run(&["show", &id, "--json"]).await.expect_code(0);
+        let v: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+        chrono::DateTime::parse_from_rfc3339(v["finished_at"].as_str().unwrap()).unwrap()
+    };
+    let seeded = d
+        .metric("pgkeep_backup_last_success_timestamp_seconds{job=\"yearly\"}")
+        .await
+        .unwrap();
+    assert!((seeded - finished.timestamp_millis() as f64 / 1000.0).abs() < 0.01);
+    let stale_at = finished + chrono::Duration::milliseconds(3200);
+    let wait = (stale_at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    let (code, body) = d.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("job 'yearly'") && body.contains("max age 3s"),
+        "{body}"
+    );
+    assert_eq!(d.get("/healthz").await.0, 200);
+
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let n = sock.recv(&mut buf).expect("sd_notify datagrams");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    let (code, _, log) = d.terminate(Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{log}");
+    loop {
+        let n = sock.recv(&mut buf).expect("STOPPING=1");
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+}
+
+/// What the in-test HTTP server received: method, path, body.
+type Captured = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A tiny HTTP server answering 200 to everything and recording each request.
+async fn capture_server() -> (u16, Captured) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Captured = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body_start) = loop {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break (String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4);
+                    }
+                };
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < body_start + length {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let body = String::from_utf8_lossy(&buf[body_start..]).into_owned();
+                let mut parts = head.split_whitespace();
+                let method = parts.next().unwrap_or("").to_string();
+                let path = parts.next().unwrap_or("").to_string();
+                seen.lock().unwrap().push((method, path, body));
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (port, out)
+}
+
+/// Webhooks get a JSON event per run; pings go to URL/start, URL and URL/fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_and_ping_notifications_are_sent() {
+    let c = cluster();
+    let db = small_db("daemon_notify").await;
+    let (port, seen) = capture_server().await;
+    let p = Pgkeep::with_config("");
+    p.write_config(&format!(
+        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/global\"\n\n\
+         [jobs.good]\ndatabase = \"{}\"\nschedule = \"*/2 * * * * *\"\ncompression = \"gzip:1\"\n\n\
+         [jobs.bad]\ndatabase = \"{}\"\nschedule = \"*/2 * * * * *\"\n\
+         [jobs.bad.notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/bad?rid=7\"\n",
+        store_config(&p),
+        c.url(&db),
+        c.url("no_such_database_to_notify_about")
+    ));
+    let d = Daemon::start(&p, s3::free_port(), &[]).await;
+    let has = |method: &str, path: &str, body: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(m, p, b)| m == method && p == path && b.contains(body))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(has("POST", "/ping/global", "committed")
+        && has("POST", "/ping/bad/fail?rid=7", "does not exist")
+        && has("POST", "/hook", "\"event\":\"failure\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "notifications missing: {:?}\n{}",
+            seen.lock().unwrap(),
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _, log) = d.terminate(Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{log}");
+    let seen = seen.lock().unwrap().clone();
+    assert!(has("GET", "/ping/global/start", ""), "{seen:?}");
+    // `/start` means a backup started: a run that cannot even connect only reports `/fail`.
+    assert!(!has("GET", "/ping/bad/start?rid=7", ""), "{seen:?}");
+    let events: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|(_, path, _)| path == "/hook")
+        .map(|(_, _, body)| serde_json::from_str(body).unwrap())
+        .collect();
+    let good = events
+        .iter()
+        .find(|e| e["job"] == "good")
+        .expect("good's webhook");
+    assert_eq!(good["event"], "success");
+    let id = good["backup"].as_str().unwrap();
+    assert!(committed(&p.store_dir(), "good").contains(&id.to_string()));
+    assert!(good["bytes"].as_u64().unwrap() > 1000);
+    assert!(good["duration_seconds"].as_f64().unwrap() > 0.0);
+    assert!(good["error"].is_null());
+    let bad = events
+        .iter()
+        .find(|e| e["job"] == "bad")
+        .expect("bad's webhook");
+    assert_eq!(bad["event"], "failure");
+    assert!(
+        bad["error"].as_str().unwrap().contains("does not exist"),
+        "{bad}"
+    );
+    // Notification URLs carry tokens: logs show only their host.
+    assert!(!log.contains("/ping/"), "{log}");
+}

@@ -486,3 +486,47 @@ async fn big_tables_get_their_indexes_and_keys_during_the_load() {
     }
     assert_same(&before, &c.snapshot(&restored).await);
 }
+
+/// An index that cannot be built in the target (its function refuses there) fails the restore
+/// with exit 1 and pg_restore's reason, even when the build runs during the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_early_index_build_fails_the_restore() {
+    let c = cluster();
+    let db = c.create_db("export_early_fail").await;
+    c.psql_sql(
+        &db,
+        r"
+        CREATE FUNCTION picky(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+        BEGIN
+            IF current_database() LIKE '%restored%' THEN
+                RAISE EXCEPTION 'picky refuses to index in %', current_database();
+            END IF;
+            RETURN t;
+        END $$;
+        CREATE TABLE big (id bigint PRIMARY KEY, body text);
+        INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 140000) g;
+        CREATE INDEX big_picky ON big (picky(left(body, 8)));
+        ",
+    )
+    .await;
+    let p = local_export(&c.url(&db), "");
+    let id = p.backup_ok().await;
+    let restored = c.unique_name("export_early_fail_restored");
+    let run = p
+        .run(&[
+            "restore",
+            &id,
+            "--target",
+            &c.url(&restored),
+            "--create",
+            "--jobs",
+            "2",
+        ])
+        .await
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("picky refuses to index"),
+        "{}",
+        run.stderr
+    );
+}

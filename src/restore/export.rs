@@ -201,8 +201,7 @@ pub(super) async fn apply(
         SchemaFrom::Dump => early_post_data(&schema_archive, &tables, !selective).await?,
         SchemaFrom::Migrations => (Vec::new(), BTreeMap::new()),
     };
-    let built: BTreeSet<u32> = early.iter().map(|e| e.id).collect();
-    let raw = load_tables(
+    let load = load_tables(
         Load {
             store,
             manifest,
@@ -239,7 +238,7 @@ pub(super) async fn apply(
             }
             // What the load did not build already.
             let keep = |line: &str| {
-                toc::line_id(line).is_none_or(|id| !built.contains(&id))
+                toc::line_id(line).is_none_or(|id| !load.built.contains(&id))
                     && (!selective
                         || schema::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
             };
@@ -276,7 +275,7 @@ pub(super) async fn apply(
     }
     let loaded: Vec<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
     analyze(&admin, target, &loaded, options.jobs.max(1) as usize).await?;
-    Ok(raw)
+    Ok(load.raw_bytes)
 }
 
 /// Post-data entries of tables smaller than this wait for the pass after the load: each

@@ -2,7 +2,7 @@
 //! table's indexes and key constraints built as soon as its data is in (while other tables
 //! still load), then its ANALYZE.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use futures::SinkExt;
@@ -201,7 +201,7 @@ impl<'a> Queue<'a> {
 pub(super) async fn load_tables(
     load: Load<'_>,
     tables: &[&ObjectEntry],
-) -> Result<u64, RestoreError> {
+) -> Result<Loaded, RestoreError> {
     let mut ordered: Vec<&ObjectEntry> = tables.to_vec();
     ordered.sort_by_key(|o| std::cmp::Reverse(o.raw_bytes));
     let queue = Mutex::new(Queue::new(ordered, load.early));
@@ -257,7 +257,20 @@ pub(super) async fn load_tables(
         }
     });
     let done = futures::future::try_join_all(workers).await?;
-    Ok(done.into_iter().sum())
+    let q = queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Ok(Loaded {
+        raw_bytes: done.into_iter().sum(),
+        built: q.built.iter().copied().collect(),
+    })
+}
+
+/// What the load did.
+pub(super) struct Loaded {
+    pub raw_bytes: u64,
+    /// The post-data entries it built; any other is left for the pass after the load.
+    pub built: BTreeSet<u32>,
 }
 
 /// One table in one transaction: user triggers disabled by name (and put back exactly as
@@ -422,6 +435,86 @@ pub(super) async fn exec(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn table(name: &str, raw_bytes: u64) -> ObjectEntry {
+        ObjectEntry {
+            key: format!("tables/{name}.copy"),
+            role: "table".into(),
+            table: Some(name.into()),
+            rows: Some(0),
+            columns: Vec::new(),
+            compression: "none".into(),
+            raw_bytes,
+            stored_bytes: raw_bytes,
+            sha256: String::new(),
+        }
+    }
+
+    fn entry(id: u32, shared: bool, tables: &[&str], after: &[u32]) -> Early {
+        Early {
+            id,
+            line: format!("{id}; 0 0 X"),
+            shared,
+            tables: tables.iter().map(|t| (*t).to_string()).collect(),
+            after: after.to_vec(),
+        }
+    }
+
+    fn name(w: &Work<'_>) -> String {
+        match w {
+            Work::Copy(o) => format!("copy {}", o.table.as_deref().unwrap_or("")),
+            Work::Build(e) => format!("build {}", e.id),
+            Work::Analyze(t) => format!("analyze {t}"),
+        }
+    }
+
+    /// Two sessions: what each takes, in order, finishing work in the order it was taken.
+    #[test]
+    fn indexes_run_side_by_side_keys_alone_and_foreign_keys_after_both_tables() {
+        let (a, b) = (table("a", 100), table("b", 50));
+        let mut q = Queue::new(
+            vec![&a, &b],
+            vec![
+                entry(1, false, &["a"], &[]),
+                entry(2, true, &["a"], &[]),
+                entry(3, true, &["a"], &[]),
+                entry(4, false, &["b"], &[]),
+                entry(5, false, &["a", "b"], &[1, 4]),
+            ],
+        );
+        let mut log = Vec::new();
+        let mut running: VecDeque<Work<'_>> = VecDeque::new();
+        loop {
+            while running.len() < 2 {
+                let Some(w) = q.take() else { break };
+                log.push(name(&w));
+                running.push_back(w);
+            }
+            let Some(done) = running.pop_front() else {
+                break;
+            };
+            q.done(&done);
+        }
+        assert_eq!(
+            log,
+            [
+                "copy a",
+                "copy b", // both loads at once
+                "build 2",
+                "build 3", // a's index builds share a
+                "build 4", // b's key: b is free
+                "build 1", // a's key, once a's index builds are done
+                "analyze b",
+                "analyze a", // each after its own entries
+                "build 5",   // the foreign key last, after both keys
+            ]
+        );
+        assert!(q.waiting.is_empty());
+        assert_eq!(q.built.len(), 5);
+    }
     #[test]
     fn index_builds_get_the_loads_maintenance_work_mem() {
         let setting = format!(

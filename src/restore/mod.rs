@@ -4,6 +4,7 @@
 mod dump;
 mod export;
 mod load;
+mod queue;
 mod schema;
 mod stage;
 mod toc;

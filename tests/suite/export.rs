@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::cli::Pgkeep;
+use crate::common::cli::{Pgkeep, Run};
 use crate::common::pg::{assert_same, cluster};
 use crate::common::s3;
 
@@ -14,6 +14,14 @@ fn local_export(database: &str, extra: &str) -> Pgkeep {
         p.store_dir().display()
     ));
     p
+}
+
+/// `pgkeep restore ID --target URL --create --jobs JOBS`: a restore into a new database.
+async fn restore_new(p: &Pgkeep, id: &str, target_url: &str, jobs: &str) -> Run {
+    p.run(&[
+        "restore", id, "--target", target_url, "--create", "--jobs", jobs,
+    ])
+    .await
 }
 
 fn manifest(p: &Pgkeep, id: &str) -> serde_json::Value {
@@ -76,17 +84,9 @@ async fn pagila_export_restores_both_ways_with_parallel_jobs() {
 
     for jobs in ["1", "3"] {
         let restored = c.unique_name("export_pagila_restored");
-        p.run(&[
-            "restore",
-            &id,
-            "--target",
-            &c.url(&restored),
-            "--create",
-            "--jobs",
-            jobs,
-        ])
-        .await
-        .expect_code(0);
+        restore_new(&p, &id, &c.url(&restored), jobs)
+            .await
+            .expect_code(0);
         assert_same(&before, &c.snapshot(&restored).await);
     }
 }
@@ -114,17 +114,9 @@ async fn torture_export_through_garage_restores_from_the_captured_schema() {
     .envs(&target.pgkeep_env());
     let id = p.backup_ok().await;
     let restored = c.unique_name("export_torture_restored");
-    p.run(&[
-        "restore",
-        &id,
-        "--target",
-        &c.url(&restored),
-        "--create",
-        "--jobs",
-        "2",
-    ])
-    .await
-    .expect_code(0);
+    restore_new(&p, &id, &c.url(&restored), "2")
+        .await
+        .expect_code(0);
     assert_same(&before, &c.snapshot(&restored).await);
 }
 

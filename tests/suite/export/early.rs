@@ -56,16 +56,7 @@ async fn big_tables_get_their_indexes_and_keys_during_the_load() {
 
     let restored = c.unique_name("export_early_restored");
     let p = p.env("PGKEEP_LOG", "pgkeep=debug");
-    let run = p
-        .run(&[
-            "restore",
-            &id,
-            "--target",
-            &c.url(&restored),
-            "--create",
-            "--jobs",
-            "2",
-        ])
+    let run = restore_new(&p, &id, &c.url(&restored), "2")
         .await
         .expect_code(0);
     let early: Vec<&str> = run
@@ -119,16 +110,7 @@ async fn a_failing_early_index_build_fails_the_restore() {
     let p = local_export(&c.url(&db), "");
     let id = p.backup_ok().await;
     let restored = c.unique_name("export_early_fail_restored");
-    let run = p
-        .run(&[
-            "restore",
-            &id,
-            "--target",
-            &c.url(&restored),
-            "--create",
-            "--jobs",
-            "2",
-        ])
+    let run = restore_new(&p, &id, &c.url(&restored), "2")
         .await
         .expect_code(1);
     assert!(

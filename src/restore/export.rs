@@ -207,7 +207,7 @@ pub(super) async fn apply(
             manifest,
             target,
             jobs: options.jobs.max(1) as usize,
-            schema: Some(&schema_archive),
+            schema: &schema_archive,
             early,
         },
         &tables,

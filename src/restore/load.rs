@@ -31,9 +31,9 @@ pub(super) struct Load<'a> {
     pub manifest: &'a Manifest,
     pub target: &'a Target,
     pub jobs: usize,
-    /// The schema archive and the post-data entries to build during the load (see
-    /// `toc::early`); none when the schema comes from migrations.
-    pub schema: Option<&'a SchemaArchive<'a>>,
+    /// The schema archive, and the post-data entries of it to build during the load (see
+    /// `toc::early`; none when the schema comes from migrations).
+    pub schema: &'a SchemaArchive<'a>,
     pub early: Vec<Early>,
 }
 
@@ -80,10 +80,7 @@ pub(super) async fn load_tables(
                 Work::Copy(object) => load_table(&client, store, manifest, object)
                     .await
                     .map(|b| bytes += b),
-                Work::Build(entry) => match schema {
-                    Some(schema) => schema.restore_entries(&[entry.line.as_str()]).await,
-                    None => Ok(()),
-                },
+                Work::Build(entry) => schema.restore_entries(&[entry.line.as_str()]).await,
                 Work::Analyze(table) => exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await,
             };
             {

@@ -1,5 +1,5 @@
-//! One backup run: source -> codec -> store for every object, then the manifest commit.
-//! Any failure removes what the run stored and leaves no manifest.
+//! One backup run: the source (pg_dump, or the COPY export) streamed into a repository run,
+//! then the manifest commit. Any failure removes what the run stored and leaves no manifest.
 
 use std::fmt;
 use std::time::Instant;
@@ -7,11 +7,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Job, JobKind};
-use crate::manifest::{self, Globals, Manifest, ObjectEntry};
+use crate::error::Cancel;
+use crate::manifest::{self, BackupKind, Globals, Manifest, ObjectEntry, ObjectRole};
 use crate::pg::{self, PgError, Target};
-use crate::source::{self, Running, SourceError, Tool};
-use crate::store::{ObjectStore, StoreError};
-use crate::transfer::{self, Stored, UploadError};
+use crate::process::{ChildError, Running, Tool};
+use crate::repository::{CommitError, Repository, Run};
+use crate::source;
+use crate::store::StoreError;
+use crate::transfer::UploadError;
 
 /// The stage of a run, named in errors so an operator knows where it broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,16 @@ pub enum Stage {
     Export,
     Globals,
     Manifest,
+}
+
+impl Stage {
+    /// The stage that reads the database for this job's kind.
+    fn of(job: &Job) -> Stage {
+        match job.kind {
+            JobKind::Dump => Stage::PgDump,
+            JobKind::Export => Stage::Export,
+        }
+    }
 }
 
 impl fmt::Display for Stage {
@@ -37,9 +50,10 @@ impl fmt::Display for Stage {
     }
 }
 
-/// A failed run: the job, the stage, and the cause. Nothing of the run was committed.
+/// A failed run: the job, the stage, and the cause. Nothing of the run was committed, unless
+/// the cause is `Commit(CommitError::Unknown)`: then nobody knows yet, and the message says so.
 #[derive(Debug, thiserror::Error)]
-#[error("backup of job '{job}' failed at {stage}: {cause}")]
+#[error("backup of job '{job}' failed at {stage}")]
 pub struct BackupError {
     pub job: String,
     pub stage: Stage,
@@ -52,59 +66,87 @@ pub enum BackupCause {
     #[error(transparent)]
     Pg(#[from] PgError),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Child(#[from] ChildError),
     #[error(transparent)]
     Upload(#[from] UploadError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] source::export::ExportError),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+    #[error(transparent)]
+    Interrupted(#[from] crate::error::Interrupted),
 }
 
 impl BackupError {
-    /// Whether running the job again soon may succeed (network trouble, throttling).
+    /// Whether running the job again soon may succeed (network trouble, throttling, a server
+    /// restarting), decided by each layer from its own typed facts.
     pub fn is_retryable(&self) -> bool {
         match &self.cause {
-            BackupCause::Pg(e) | BackupCause::Export(source::export::ExportError::Pg(e)) => {
-                e.is_retryable()
-            }
-            BackupCause::Store(e)
-            | BackupCause::Upload(UploadError::Store(e))
-            | BackupCause::Export(source::export::ExportError::Table {
-                cause: UploadError::Store(e),
-                ..
-            }) => e.is_retryable(),
-            _ => false,
+            BackupCause::Pg(e) => e.is_retryable(),
+            BackupCause::Store(e) => e.is_retryable(),
+            BackupCause::Upload(e) => e.is_retryable(),
+            BackupCause::Export(e) => e.is_retryable(),
+            BackupCause::Commit(e) => e.is_retryable(),
+            BackupCause::Child(_) | BackupCause::Interrupted(_) => false,
         }
+    }
+
+    /// Whether the run may have committed although it reports a failure (the manifest write's
+    /// outcome is unknown).
+    pub fn may_have_committed(&self) -> bool {
+        matches!(self.cause, BackupCause::Commit(CommitError::Unknown { .. }))
     }
 }
 
-/// Runs one backup of `job` into `store` and returns its committed manifest.
+/// Runs one backup of `job` into `repo` and returns its committed manifest.
 ///
 /// # Errors
 /// `BackupError` naming the failed stage; the store holds nothing of the run afterwards
 /// (best effort: objects that cannot be deleted are left without a manifest, which makes
-/// them not-a-backup).
-pub async fn run(job: &Job, store: &dyn ObjectStore) -> Result<Manifest, BackupError> {
-    run_at(job, store, Utc::now()).await
+/// them not-a-backup, and the next run of the job removes them).
+pub async fn run(job: &Job, repo: &Repository) -> Result<Manifest, BackupError> {
+    run_at(job, repo, Utc::now(), &Cancel::new()).await
 }
 
 /// `run` with the start time, and so the backup id (`manifest::new_id(started_at)`), chosen
-/// by the caller: the daemon, which may cancel a run by dropping its future, then knows
-/// which objects to remove.
+/// by the caller (the daemon records it), and a cancellation: when `cancel` fires (Ctrl-C, a
+/// timeout, the daemon's shutdown) before the commit, the run stops its children and uploads,
+/// removes what it stored, and fails with `Interrupted`.
 ///
 /// # Errors
 /// As `run`.
 pub async fn run_at(
     job: &Job,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     started_at: DateTime<Utc>,
+    cancel: &Cancel,
 ) -> Result<Manifest, BackupError> {
-    let id = manifest::new_id(started_at);
+    let run = repo.begin(&job.name, started_at);
     let clock = Instant::now();
-    tracing::info!(job = %job.name, backup = %id, kind = job.kind.as_str(), "backup started");
-    let result = run_job(job, store, &id, started_at).await;
-    match result {
+    tracing::info!(job = %job.name, backup = %run.id(), kind = job.kind.as_str(), "backup started");
+    let fail = |stage: Stage| {
+        let name = job.name.clone();
+        move |cause: BackupCause| BackupError {
+            job: name.clone(),
+            stage,
+            cause,
+        }
+    };
+    let taken = tokio::select! {
+        taken = take(job, repo, &run) => taken,
+        interrupted = cancel.cancelled() => Err(fail(Stage::of(job))(interrupted.into())),
+    };
+    let manifest = match taken {
+        Ok(m) => m,
+        Err(e) => {
+            log_failure(job, run.id(), &e);
+            run.abort().await;
+            return Err(e);
+        }
+    };
+    match run.commit(manifest).await {
         Ok(m) => {
             tracing::info!(
                 job = %job.name,
@@ -115,20 +157,25 @@ pub async fn run_at(
             );
             Ok(m)
         }
-        Err(e) => {
-            tracing::error!(job = %job.name, backup = %id, stage = %e.stage, error = %e.cause, "backup failed");
-            discard(store, &job.name, &id).await;
+        Err((run, cause)) => {
+            let e = fail(Stage::Manifest)(cause.into());
+            log_failure(job, run.id(), &e);
+            if !e.may_have_committed() {
+                run.abort().await;
+            }
             Err(e)
         }
     }
 }
 
-async fn run_job(
-    job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
-    started_at: DateTime<Utc>,
-) -> Result<Manifest, BackupError> {
+fn log_failure(job: &Job, id: &str, e: &BackupError) {
+    tracing::error!(job = %job.name, backup = %id, stage = %e.stage,
+        error = %crate::error::report(&e.cause), "backup failed");
+}
+
+/// Everything up to the commit: the store checked, the database read into the run's
+/// objects, and the manifest that describes them.
+async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, BackupError> {
     let fail = |stage: Stage| {
         let name = job.name.clone();
         move |cause: BackupCause| BackupError {
@@ -137,8 +184,7 @@ async fn run_job(
             cause,
         }
     };
-    store
-        .preflight()
+    repo.preflight()
         .await
         .map_err(|e| fail(Stage::Storage)(e.into()))?;
     let connect = fail(Stage::Connect);
@@ -157,16 +203,19 @@ async fn run_job(
     pg_dump
         .require_at_least(server.major(), &server.version)
         .map_err(|e| dump_fail(e.into()))?;
-    tracing::info!(job = %job.name, backup = %id, pg_dump = %pg_dump.path.display(),
+    tracing::info!(job = %job.name, backup = %run.id(), pg_dump = %pg_dump.path.display(),
         pg_dump_version = %pg_dump.version, server_version = %server.version, source = %target.describe(), "reading the database");
 
     let mut manifest = Manifest {
         format_version: manifest::FORMAT_VERSION,
-        id: id.to_string(),
+        id: run.id().to_string(),
         job: job.name.clone(),
-        kind: job.kind.as_str().to_string(),
-        started_at,
-        finished_at: started_at,
+        kind: match job.kind {
+            JobKind::Dump => BackupKind::Dump,
+            JobKind::Export => BackupKind::Export,
+        },
+        started_at: run.started_at(),
+        finished_at: run.started_at(),
         pgkeep_version: env!("CARGO_PKG_VERSION").to_string(),
         source: target.describe(),
         database: target.dbname().to_string(),
@@ -187,14 +236,16 @@ async fn run_job(
         sequences: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        checksum: None,
     };
 
     match job.kind {
         JobKind::Dump => {
             let dump_name = format!("dump.pgdump{}", job.compression.suffix());
-            let stored = stream_tool(
-                store,
-                &manifest::object_key(&job.name, id, &dump_name),
+            let entry = stream_tool(
+                run,
+                &dump_name,
+                ObjectRole::Dump,
                 &pg_dump,
                 &source::pg_dump_args(),
                 &target.child_env(),
@@ -202,12 +253,10 @@ async fn run_job(
             )
             .await
             .map_err(dump_fail)?;
-            manifest
-                .objects
-                .push(entry(&dump_name, "dump", job, &stored));
+            manifest.objects.push(entry);
         }
         JobKind::Export => {
-            let exported = source::export::run(job, store, id, &target, &pg_dump)
+            let exported = source::export::run(job, run, &target, &pg_dump)
                 .await
                 .map_err(|e| fail(Stage::Export)(e.into()))?;
             manifest.objects = exported.objects;
@@ -222,41 +271,39 @@ async fn run_job(
     }
 
     if job.globals {
-        let (globals, object) = dump_globals(job, store, id, &target, &server)
+        let (globals, object) = dump_globals(job, run, &target, &server)
             .await
             .map_err(fail(Stage::Globals))?;
         manifest.objects.extend(object);
         manifest.globals = globals;
     }
-
     manifest.finished_at = Utc::now();
-    manifest::write(store, &manifest)
-        .await
-        .map_err(|e| fail(Stage::Manifest)(e.into()))?;
     Ok(manifest)
 }
 
-/// Runs `tool` and streams its stdout into `key`; the object is kept only if the tool exits 0.
+/// Runs `tool` and streams its stdout into the object `name`; the object is kept only if the
+/// tool exits 0.
 async fn stream_tool(
-    store: &dyn ObjectStore,
-    key: &str,
+    run: &Run,
+    name: &str,
+    role: ObjectRole,
     tool: &Tool,
     args: &[String],
     env: &[(String, String)],
     job: &Job,
-) -> Result<Stored, BackupCause> {
+) -> Result<ObjectEntry, BackupCause> {
     let (running, stdout) = Running::spawn_reader(tool.name, tool.command(args, env))?;
     let verdict = async move { running.finish().await.map(|_| ()) };
-    let stored = transfer::upload(store, key, stdout, job.compression, false, verdict).await?;
-    Ok(stored)
+    Ok(run
+        .put(name, role, stdout, job.compression, false, verdict)
+        .await?)
 }
 
 /// Saves roles and tablespaces. A role that may not read role passwords gets them without
 /// passwords; one that may not read roles at all gets a manifest note instead of a failure.
 async fn dump_globals(
     job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
+    run: &Run,
     target: &Target,
     server: &pg::ServerInfo,
 ) -> Result<(Globals, Option<ObjectEntry>), BackupCause> {
@@ -268,13 +315,12 @@ async fn dump_globals(
     .await?;
     tool.require_at_least(server.major(), &server.version)?;
     let name = format!("globals.sql{}", job.compression.suffix());
-    let key = manifest::object_key(&job.name, id, &name);
     let env = target.child_env();
     let mut last_error = None;
     for role_passwords in [true, false] {
         let args = source::pg_dumpall_globals_args(target.dbname(), role_passwords);
-        match stream_tool(store, &key, &tool, &args, &env, job).await {
-            Ok(stored) => {
+        match stream_tool(run, &name, ObjectRole::Globals, &tool, &args, &env, job).await {
+            Ok(entry) => {
                 let note = (!role_passwords).then(|| {
                     "the backup role may not read pg_authid: roles saved without passwords"
                         .to_string()
@@ -284,10 +330,10 @@ async fn dump_globals(
                     role_passwords,
                     note,
                 };
-                return Ok((globals, Some(entry(&name, "globals", job, &stored))));
+                return Ok((globals, Some(entry)));
             }
             Err(BackupCause::Upload(UploadError::Source(e))) if e.is_permission_denied() => {
-                tracing::warn!(job = %job.name, backup = %id, role_passwords, error = %e, "pg_dumpall was refused");
+                tracing::warn!(job = %job.name, backup = %run.id(), role_passwords, error = %e, "pg_dumpall was refused");
                 last_error = Some(e);
             }
             Err(e) => return Err(e),
@@ -302,35 +348,4 @@ async fn dump_globals(
         },
         None,
     ))
-}
-
-fn entry(name: &str, role: &str, job: &Job, stored: &Stored) -> ObjectEntry {
-    ObjectEntry {
-        key: name.to_string(),
-        role: role.to_string(),
-        table: None,
-        rows: None,
-        columns: Vec::new(),
-        compression: job.compression.name().to_string(),
-        raw_bytes: stored.raw_bytes,
-        stored_bytes: stored.stored_bytes,
-        sha256: stored.sha256.clone(),
-    }
-}
-
-/// Removes whatever a failed run stored, so it is not mistaken for a backup and wastes no space.
-async fn discard(store: &dyn ObjectStore, job: &str, id: &str) {
-    let prefix = format!("{job}/{id}/");
-    match store.list(&prefix).await {
-        Ok(objects) => {
-            for o in objects {
-                if let Err(e) = store.delete(&o.key).await {
-                    tracing::warn!(key = %o.key, error = %e, "could not remove an object of a failed backup");
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(prefix = %prefix, error = %e, "could not list a failed backup's objects");
-        }
-    }
 }

@@ -5,12 +5,12 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::{Client, GenericClient};
 
-use crate::UsageError;
 use crate::config::Config;
-use crate::manifest::{self, Manifest, ManifestError};
-use crate::migrate::{self, MigrateError, MigrateOptions};
-use crate::pg::{PgError, Target, describe_error};
-use crate::store::ObjectStore;
+use crate::error::UsageError;
+use crate::manifest::Manifest;
+use crate::migrate::{self, MigrateError, MigrateOptions, Migration};
+use crate::pg::{DbError, PgError, Target};
+use crate::repository::{RepoError, Repository};
 
 /// The tracking table of the catalog's own migrations: apart from an application's
 /// (`pgkeep_schema_migrations`), so both can live in one database.
@@ -54,17 +54,33 @@ const PRUNE_SQL: &str = "UPDATE pgkeep.backup_run SET status = 'pruned', recorde
      WHERE status = 'committed' AND (job, backup_id) NOT IN \
      (SELECT s.job, s.backup_id FROM unnest($1::text[], $2::text[]) AS s(job, backup_id))";
 
+/// pgkeep's own catalog schema (`migrations/` in the source tree), compiled in.
+pub fn migrations() -> Vec<Migration> {
+    const FILES: &[(&str, &str)] = &[(
+        "0001_catalog.sql",
+        include_str!("../migrations/0001_catalog.sql"),
+    )];
+    FILES
+        .iter()
+        .map(|(file, sql)| Migration::new(file, sql).expect("embedded migration names are valid"))
+        .collect()
+}
+
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("catalog migrations: {0}")]
+    #[error("catalog migrations")]
     Migrate(#[from] MigrateError),
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("catalog database: {0}")]
+    Repo(#[from] RepoError),
+    #[error("catalog database")]
     Pg(#[from] PgError),
-    #[error("{what} in the catalog failed: {reason}")]
-    Db { what: &'static str, reason: String },
+    #[error("{what} in the catalog failed")]
+    Db {
+        what: &'static str,
+        #[source]
+        source: DbError,
+    },
     #[error("backup {job}/{id} cannot be recorded: {reason}")]
     Value {
         job: String,
@@ -76,7 +92,7 @@ pub enum CatalogError {
 fn db(what: &'static str) -> impl Fn(tokio_postgres::Error) -> CatalogError {
     move |e| CatalogError::Db {
         what,
-        reason: describe_error(&e),
+        source: DbError(e),
     }
 }
 
@@ -89,9 +105,7 @@ pub async fn prepare(client: &mut Client) -> Result<Option<i64>, CatalogError> {
         table: CATALOG_MIGRATIONS_TABLE.to_string(),
         target_version: None,
     };
-    Ok(migrate::apply(client, &migrate::embedded_catalog(), &opts)
-        .await?
-        .version)
+    Ok(migrate::apply(client, &migrations(), &opts).await?.version)
 }
 
 /// Records a committed backup and its objects, replacing what the catalog had for it (a
@@ -149,6 +163,8 @@ pub struct SyncReport {
     pub added: usize,
     /// Committed runs whose manifest is no longer in storage, now marked `pruned`.
     pub pruned: usize,
+    /// Backups whose manifest is damaged: left as the catalog had them.
+    pub damaged: usize,
 }
 
 /// Makes the catalog's committed runs match the manifests in `store`, in one transaction:
@@ -156,18 +172,18 @@ pub struct SyncReport {
 /// gone are marked `pruned`. Failed runs are kept. One catalog mirrors one store.
 ///
 /// # Errors
-/// Store and manifest errors (a damaged manifest stops the sync), database errors.
-pub async fn sync(
-    client: &mut Client,
-    store: &dyn ObjectStore,
-) -> Result<SyncReport, CatalogError> {
-    let manifests = manifest::list(store, None).await?;
+/// Store errors, database errors. A damaged manifest does not stop the sync: its backup is
+/// left as the catalog had it (neither recorded anew nor marked pruned).
+pub async fn sync(client: &mut Client, repo: &Repository) -> Result<SyncReport, CatalogError> {
+    let listing = repo.list(None).await?;
+    let manifests = listing.backups;
     let tx = client
         .transaction()
         .await
         .map_err(db("starting a transaction"))?;
     let mut report = SyncReport {
         manifests: manifests.len(),
+        damaged: listing.damaged.len(),
         ..SyncReport::default()
     };
     for m in &manifests {
@@ -175,8 +191,16 @@ pub async fn sync(
             report.added += 1;
         }
     }
-    let jobs: Vec<&str> = manifests.iter().map(|m| m.job.as_str()).collect();
-    let ids: Vec<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
+    let present = manifests
+        .iter()
+        .map(|m| (m.job.as_str(), m.id.as_str()))
+        .chain(
+            listing
+                .damaged
+                .iter()
+                .map(|d| (d.job.as_str(), d.id.as_str())),
+        );
+    let (jobs, ids): (Vec<&str>, Vec<&str>) = present.unzip();
     let pruned = tx
         .execute(PRUNE_SQL, &[&jobs, &ids])
         .await
@@ -184,7 +208,7 @@ pub async fn sync(
     report.pruned = usize::try_from(pruned).unwrap_or(usize::MAX);
     tx.commit().await.map_err(db("committing the sync"))?;
     tracing::info!(
-        store = %store.describe(),
+        store = %repo.describe(),
         manifests = report.manifests,
         added = report.added,
         pruned = report.pruned,
@@ -212,7 +236,7 @@ async fn upsert_backup(
             UPSERT_RUN_SQL,
             &[
                 &m.job,
-                &m.kind,
+                &m.kind.as_str(),
                 &m.id,
                 &m.started_at,
                 &m.finished_at,
@@ -225,7 +249,6 @@ async fn upsert_backup(
         .map_err(db("recording a backup run"))?;
     let run_id: i64 = row.get(0);
     let inserted: bool = row.get(1);
-
     let mut keys = Vec::new();
     let mut roles = Vec::new();
     let mut tables = Vec::new();
@@ -353,33 +376,13 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Client, Target)> {
     Ok((client, target))
 }
 
-/// `pgkeep catalog sync`: applies the catalog migrations, then rebuilds the committed runs
-/// from the manifests in the configured store. Returns what to print.
-///
-/// # Errors
-/// A usage error when no catalog is configured; connection, store and database errors.
-pub async fn sync_command(config: &Config) -> anyhow::Result<String> {
-    let (mut client, target) = connect(config).await?;
-    prepare(&mut client).await?;
-    let store = crate::commands::open_store(config).await?;
-    let r = sync(&mut client, store.as_ref()).await?;
-    Ok(format!(
-        "catalog {} synced from {}: {} committed backups ({} new), {} marked pruned\n",
-        target.describe(),
-        store.describe(),
-        r.manifests,
-        r.added,
-        r.pruned
-    ))
-}
-
 /// Mirrors one run into the configured catalog, if any: a failure is recorded as such, then
 /// the committed runs are synced from the manifests (which also catches up on everything
 /// missed while the catalog was unreachable, and on backups retention removed). Never fails
 /// the run: problems are logged.
 pub async fn after_run(
     config: &Config,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     job: &crate::config::Job,
     started_at: DateTime<Utc>,
     failure: Option<&str>,
@@ -401,16 +404,28 @@ pub async fn after_run(
             )
             .await?;
         }
-        sync(&mut client, store).await?;
+        sync(&mut client, repo).await?;
         Ok::<(), anyhow::Error>(())
     };
     match tokio::time::timeout(std::time::Duration::from_mins(1), work).await {
         Ok(Ok(())) => tracing::debug!(job = %job.name, "run recorded in the catalog"),
         Ok(Err(e)) => {
-            tracing::warn!(job = %job.name, error = %format!("{e:#}"), "could not record the run in the catalog; it catches up at the next run");
+            tracing::warn!(job = %job.name, error = %crate::error::report_anyhow(&e), "could not record the run in the catalog; it catches up at the next run");
         }
         Err(_) => {
             tracing::warn!(job = %job.name, "the catalog did not answer within 60s; it catches up at the next run");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_catalog_is_a_valid_set() {
+        let set = super::migrations();
+        assert!(!set.is_empty());
+        crate::migrate::check_set(&set).expect("a consistent set");
+        assert_eq!(set[0].version, 1);
+        assert!(set.iter().all(|m| m.transactional));
     }
 }

@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::pg::{self, PgError, Target};
-use crate::source::Tool;
+use crate::process::Tool;
+use crate::repository::Repository;
 use crate::store::ObjectStore;
 
 /// How many unreadable tables a failed access check names.
@@ -72,9 +73,10 @@ pub async fn run(config: &Config) -> Report {
             config.jobs.len()
         ),
     );
-    match crate::commands::open_store(config).await {
-        Ok(store) => {
-            let result = probe_store(store.as_ref()).await;
+    match Repository::open(&config.storage.url, &config.storage.s3).await {
+        Ok(repo) => {
+            let store = repo.store();
+            let result = probe_store(store).await;
             let ok = result.is_ok();
             let detail = result.map_or_else(
                 |e| format!("{}: {e}", store.describe()),
@@ -87,28 +89,28 @@ pub async fn run(config: &Config) -> Report {
             );
             report.push(ok, "storage", detail);
         }
-        Err(e) => report.push(false, "storage", format!("{e:#}")),
+        Err(e) => report.push(false, "storage", crate::error::report(&e)),
     }
     for (name, job) in &config.jobs {
         let subject = format!("job {name}");
         let target = match Target::resolve(&job.database, job.password_file.as_deref()) {
             Ok(t) => t,
             Err(e) => {
-                report.push(false, &subject, e.to_string());
+                report.push(false, &subject, crate::error::report(&e));
                 continue;
             }
         };
         let client = match target.connect().await {
             Ok(c) => c,
             Err(e) => {
-                report.push(false, &subject, e.to_string());
+                report.push(false, &subject, crate::error::report(&e));
                 continue;
             }
         };
         let server = match pg::server_info(&client, &target).await {
             Ok(s) => s,
             Err(e) => {
-                report.push(false, &subject, e.to_string());
+                report.push(false, &subject, crate::error::report(&e));
                 continue;
             }
         };
@@ -139,7 +141,11 @@ pub async fn run(config: &Config) -> Report {
                     if count > first.len() { ", ..." } else { "" }
                 ),
             ),
-            Err(e) => report.push(false, &subject, format!("cannot check table access: {e}")),
+            Err(e) => report.push(
+                false,
+                &subject,
+                format!("cannot check table access: {}", crate::error::report(&e)),
+            ),
         }
         match Tool::locate("pg_dump", job.pg_bin_dir.as_deref(), Some(server.major())).await {
             Ok(tool) => match tool.require_at_least(server.major(), &server.version) {
@@ -153,9 +159,9 @@ pub async fn run(config: &Config) -> Report {
                         server.version
                     ),
                 ),
-                Err(e) => report.push(false, &subject, e.to_string()),
+                Err(e) => report.push(false, &subject, crate::error::report(&e)),
             },
-            Err(e) => report.push(false, &subject, e.to_string()),
+            Err(e) => report.push(false, &subject, crate::error::report(&e)),
         }
     }
     report
@@ -163,7 +169,10 @@ pub async fn run(config: &Config) -> Report {
 
 /// Writes, reads back and deletes an object outside every job's directory.
 async fn probe_store(store: &dyn ObjectStore) -> Result<(), String> {
-    store.preflight().await.map_err(|e| e.to_string())?;
+    store
+        .preflight()
+        .await
+        .map_err(|e| crate::error::report(&e))?;
     let key = format!(".pgkeep-check/probe-{:016x}", rand::random::<u64>());
     let body = format!("pgkeep check probe {}\n", chrono::Utc::now().to_rfc3339());
     store
@@ -172,9 +181,12 @@ async fn probe_store(store: &dyn ObjectStore) -> Result<(), String> {
             Box::pin(std::io::Cursor::new(body.clone().into_bytes())),
         )
         .await
-        .map_err(|e| format!("writing {key}: {e}"))?;
+        .map_err(|e| format!("writing {key}: {}", crate::error::report(&e)))?;
     let read = async {
-        let mut reader = store.get(&key).await.map_err(|e| e.to_string())?;
+        let mut reader = store
+            .get(&key)
+            .await
+            .map_err(|e| crate::error::report(&e))?;
         let mut back = String::new();
         reader
             .read_to_string(&mut back)
@@ -191,7 +203,7 @@ async fn probe_store(store: &dyn ObjectStore) -> Result<(), String> {
     let deleted = store
         .delete(&key)
         .await
-        .map_err(|e| format!("deleting {key}: {e}"));
+        .map_err(|e| format!("deleting {key}: {}", crate::error::report(&e)));
     read.and(deleted)
 }
 
@@ -221,11 +233,7 @@ enum Access {
 
 /// Whether the connected role may read every user table and sequence pg_dump reads.
 async fn read_access(client: &Client) -> Result<Access, PgError> {
-    let query = |e: tokio_postgres::Error| PgError::Query {
-        what: "checking table privileges",
-        target: String::from("the job's database"),
-        reason: pg::describe_error(&e),
-    };
+    let query = |e| PgError::query("checking table privileges", "the job's database", e);
     let row = client
         .query_one(
             "SELECT r.rolsuper, \

@@ -46,13 +46,16 @@ pub enum Command {
         /// The job (may be omitted when there is exactly one)
         job: Option<String>,
     },
-    /// List committed backups, newest first
+    /// List committed backups, newest first; damaged ones are marked
     List {
         #[arg(long)]
         job: Option<String>,
         /// Print a JSON array
         #[arg(long)]
         json: bool,
+        /// Also check that every object is in the store with its recorded size (no download)
+        #[arg(long)]
+        verify: bool,
     },
     /// Show one backup's manifest
     Show {
@@ -64,7 +67,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a backup into a database
+    /// Restore a backup into a database: built beside the target and swapped in by renaming,
+    /// so a failed restore leaves the target as it was
     Restore {
         /// A backup id, or `latest`
         backup: String,
@@ -77,12 +81,22 @@ pub enum Command {
         /// Parallel pg_restore jobs (above 1 the dump is staged to a temp file first)
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         jobs: u32,
-        /// Drop the backup's objects in the target before recreating them
+        /// Replace a target that holds data (atomically, once the restore is complete)
         #[arg(long)]
         clean: bool,
         /// Create the target database if it does not exist
         #[arg(long)]
         create: bool,
+        /// Restore straight into the existing, empty target (for a role that may not create or
+        /// rename databases); not atomic: a failure leaves what was loaded
+        #[arg(long)]
+        in_place: bool,
+        /// Keep the replaced database under a printed name instead of dropping it
+        #[arg(long)]
+        keep_old: bool,
+        /// Print what the restore would do, after every check, and change nothing
+        #[arg(long)]
+        dry_run: bool,
         /// Do not restore object ownership (for a server without the source's roles)
         #[arg(long)]
         no_owner: bool,

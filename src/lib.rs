@@ -1,4 +1,11 @@
 //! pgkeep: scheduled, verified PostgreSQL backups to object storage, and their restores.
+//!
+//! Layers, from the bottom: `store` (objects), `codec`, `transfer` (streams through codec into
+//! or out of a store), `process` (child programs), `pg` (connections, catalog queries),
+//! `manifest` (the format), `repository` (backups in a store: layout, commit, listing,
+//! debris), `schedule`, `retention`, `config`; above them `source`, `backup`, `restore`,
+//! `verify`, `prune`, `migrate`, `catalog`, `check`, `lock`; then `commands` (one function per
+//! CLI command) and `daemon`.
 
 pub mod backup;
 pub mod catalog;
@@ -7,10 +14,15 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod error;
+pub mod human;
+pub mod lock;
 pub mod manifest;
 pub mod migrate;
 pub mod pg;
+pub mod process;
 pub mod prune;
+pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod source;
@@ -18,20 +30,4 @@ pub mod store;
 pub mod transfer;
 pub mod verify;
 
-/// A mistake in how pgkeep was invoked (unknown job, ambiguous choice): exit code 2.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// The process exit code for an error: 2 for usage and configuration errors, 1 otherwise.
-pub fn exit_code(error: &anyhow::Error) -> i32 {
-    let usage = error.chain().any(|e| {
-        e.downcast_ref::<UsageError>().is_some()
-            || e.downcast_ref::<config::ConfigError>().is_some()
-            || matches!(
-                e.downcast_ref::<restore::RestoreError>(),
-                Some(restore::RestoreError::Usage(_))
-            )
-    });
-    if usage { 2 } else { 1 }
-}
+pub use error::{UsageError, exit_code};

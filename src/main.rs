@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{CatalogCommand, Cli, Command, LogFormat};
 use pgkeep::commands;
+use pgkeep::error::{Cancel, report_anyhow};
 use pgkeep::restore::{RestoreOptions, SchemaFrom};
 
 fn main() -> ExitCode {
@@ -31,16 +32,51 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let cancel = Cancel::new();
+    match runtime.block_on(run(cli, &cancel)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(pgkeep::exit_code(&e) as u8)
+            eprintln!("error: {}", report_anyhow(&e));
+            let code = match cancel.signal() {
+                Some(signal) => 128 + signal,
+                None => pgkeep::exit_code(&e),
+            };
+            ExitCode::from(code as u8)
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// SIGINT and SIGTERM stop the command cleanly: `cancel` fires, the command undoes what it
+/// started (uploads aborted, the run's objects or the unfinished restore removed) and fails;
+/// a second signal exits at once.
+fn stop_on_signals(cancel: &Cancel) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => 15,
+                _ = int.recv() => 2,
+            };
+            if !first {
+                eprintln!("error: stopped by a second signal before cleaning up");
+                std::process::exit(128 + signal);
+            }
+            first = false;
+            eprintln!("stopping: undoing what was started (a second Ctrl-C exits at once)");
+            cancel.cancel(signal);
+        }
+    });
+}
+
+async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
     // `migrate` names its database on the command line and needs no configuration file.
     if let Command::Migrate {
         database,
@@ -50,26 +86,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } = &cli.command
     {
         let out =
-            pgkeep::migrate::command(database, dir.as_deref(), *target_version, table.as_deref())
-                .await?;
+            commands::migrate(database, dir.as_deref(), *target_version, table.as_deref()).await?;
         print!("{out}");
         return Ok(());
     }
     let config = pgkeep::config::load(cli.config.as_deref())?;
+    if matches!(
+        cli.command,
+        Command::Backup { .. } | Command::Restore { .. } | Command::Verify { .. }
+    ) {
+        stop_on_signals(cancel);
+    }
     match cli.command {
         Command::Backup { job } => {
-            let m = commands::backup(&config, job.as_deref()).await?;
+            let m = commands::backup(&config, job.as_deref(), cancel).await?;
             println!(
                 "backup {} of job '{}' committed: {} in {:.1}s",
                 m.id,
                 m.job,
-                commands::human_bytes(m.stored_bytes()),
-                (m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0
+                pgkeep::human::bytes(m.stored_bytes()),
+                pgkeep::human::seconds_between(m.started_at, m.finished_at)
             );
             println!("{}", m.id);
         }
-        Command::List { job, json } => {
-            print!("{}", commands::list(&config, job.as_deref(), json).await?);
+        Command::List { job, json, verify } => {
+            print!(
+                "{}",
+                commands::list(&config, job.as_deref(), json, verify).await?
+            );
         }
         Command::Show { backup, job, json } => {
             print!(
@@ -84,6 +128,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             jobs,
             clean,
             create,
+            in_place,
+            keep_old,
+            dry_run,
             no_owner,
             schema_from,
             tables,
@@ -95,6 +142,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clean,
                 create,
                 no_owner,
+                in_place,
+                keep_old,
                 staging_dir: None,
                 schema_from: schema_from.map(|s| match s {
                     cli::SchemaFromArg::Dump => SchemaFrom::Dump,
@@ -104,19 +153,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tables,
                 allow_drift,
             };
-            let r = commands::restore(&config, job.as_deref(), &backup, options).await?;
-            println!(
-                "restored backup {} of job '{}' into database '{}': {} of dump data in {:.1}s",
-                r.backup,
-                r.job,
-                r.database,
-                commands::human_bytes(r.raw_bytes),
-                r.duration.as_secs_f64()
-            );
+            match commands::restore(&config, job.as_deref(), &backup, options, dry_run, cancel)
+                .await?
+            {
+                Ok(r) => println!(
+                    "restored backup {} of job '{}' into database '{}': {} of data in {:.1}s; {}",
+                    r.backup,
+                    r.job,
+                    r.database,
+                    pgkeep::human::bytes(r.raw_bytes),
+                    r.duration.as_secs_f64(),
+                    r.previous
+                ),
+                Err(plan) => print!("{plan}"),
+            }
         }
         Command::Verify { backup, all, job } => {
             let mut out = std::io::stdout();
-            commands::verify(&config, job.as_deref(), backup.as_deref(), all, &mut out).await?;
+            commands::verify(
+                &config,
+                job.as_deref(),
+                backup.as_deref(),
+                all,
+                &mut out,
+                cancel,
+            )
+            .await?;
         }
         Command::Prune { job, dry_run } => {
             let mut out = std::io::stdout();
@@ -125,7 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Catalog {
             command: CatalogCommand::Sync,
         } => {
-            print!("{}", pgkeep::catalog::sync_command(&config).await?);
+            print!("{}", commands::catalog_sync(&config).await?);
         }
         Command::Run => pgkeep::daemon::run(config).await?,
         Command::Check => {

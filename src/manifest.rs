@@ -1,15 +1,118 @@
-//! The manifest: the JSON document, written last, whose presence makes a backup committed.
-//! Its format is documented in docs/FORMAT.md so a backup can be restored without pgkeep.
+//! The manifest format: what a committed backup is. A JSON document, written last, that lists
+//! every object with its size and sha256 and carries a checksum of its own content, so an edited
+//! or damaged manifest is found before anything trusts it. Pure: no I/O (the repository reads
+//! and writes manifests). Documented in docs/FORMAT.md so a backup can be restored without
+//! pgkeep.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::BTreeSet;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-use crate::store::{ObjectStore, StoreError};
+use crate::codec::Compression;
 
 /// The manifest format this version writes; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
-/// The manifest's file name inside a backup's directory.
-pub const MANIFEST_NAME: &str = "manifest.json";
+/// The member holding the manifest's own checksum (`sha256:<hex>` of the canonical form of
+/// everything else, see `canonical`).
+pub const CHECKSUM_FIELD: &str = "checksum";
+
+/// A closed set of names, written as strings, with an `Unknown` variant so that an older pgkeep
+/// still reads (lists, prunes) a manifest a newer one wrote.
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+            /// A name this version does not know.
+            Unknown(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Unknown(s) => s,
+                }
+            }
+
+            pub fn from_name(s: &str) -> Self {
+                match s {
+                    $($text => $name::$variant,)+
+                    other => $name::Unknown(other.to_string()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                Ok($name::from_name(&String::deserialize(d)?))
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What kind of backup a manifest describes.
+    BackupKind {
+        /// A `pg_dump --format=custom` archive of one database, plus the cluster's roles.
+        Dump = "dump",
+        /// Per-table COPY data read in one snapshot, plus the schema.
+        Export = "export",
+    }
+}
+
+named_enum! {
+    /// What an object of a backup holds.
+    ObjectRole {
+        /// pg_dump custom-format archive of the whole database.
+        Dump = "dump",
+        /// pg_dumpall --globals-only SQL: roles and tablespaces.
+        Globals = "globals",
+        /// pg_dump --schema-only custom-format archive (export backups).
+        Schema = "schema",
+        /// One table's rows in COPY text format (export backups).
+        Table = "table",
+    }
+}
+
+named_enum! {
+    /// How an object's stored bytes are encoded.
+    ObjectCodec {
+        None = "none",
+        Gzip = "gzip",
+    }
+}
+
+impl ObjectCodec {
+    /// The codec that decodes it, when this version knows it.
+    pub fn compression(&self) -> Option<Compression> {
+        match self {
+            ObjectCodec::None => Some(Compression::None),
+            ObjectCodec::Gzip => Some(Compression::Gzip(crate::codec::DEFAULT_GZIP_LEVEL)),
+            ObjectCodec::Unknown(_) => None,
+        }
+    }
+
+    pub fn of(compression: Compression) -> ObjectCodec {
+        ObjectCodec::from_name(compression.name())
+    }
+}
 
 /// One committed backup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,7 +120,7 @@ pub struct Manifest {
     pub format_version: u32,
     pub id: String,
     pub job: String,
-    pub kind: String,
+    pub kind: BackupKind,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub pgkeep_version: String,
@@ -29,7 +132,8 @@ pub struct Manifest {
     pub pg_dump_version: String,
     /// The server's WAL position when the backup started.
     pub wal_lsn: Option<String>,
-    /// The compression of the objects (`gzip:6`, `none`).
+    /// The compression the job asked for (`gzip:6`, `none`), for people; each object records
+    /// its own codec.
     pub compression: String,
     /// Whether the cluster's roles were saved, and how.
     pub globals: Globals,
@@ -55,6 +159,10 @@ pub struct Manifest {
     /// refreshes exactly the populated ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub materialized_views: Vec<MaterializedView>,
+    /// `sha256:<hex>` of the manifest's canonical content without this member. Set by
+    /// `to_json`; `None` only in manifests written before pgkeep recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// A materialized view of an export backup's database.
@@ -113,9 +221,7 @@ pub struct Globals {
 pub struct ObjectEntry {
     /// The object's name inside the backup's directory (`<job>/<id>/`).
     pub key: String,
-    /// `dump` (pg_dump custom format), `globals` (pg_dumpall SQL), `schema` (pg_dump custom
-    /// format, schema only) or `table` (COPY text format data of one table).
-    pub role: String,
+    pub role: ObjectRole,
     /// The table, for `table` objects: schema-qualified and quoted, `"public"."film"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
@@ -126,8 +232,7 @@ pub struct ObjectEntry {
     /// holds the non-generated ones, in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<Column>,
-    /// Codec name: `gzip` or `none`.
-    pub compression: String,
+    pub compression: ObjectCodec,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
     /// sha256 of the stored (compressed) bytes, lowercase hex.
@@ -141,23 +246,202 @@ impl Manifest {
     }
 
     /// The objects with `role`, in manifest order.
-    pub fn objects_with_role<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a ObjectEntry> {
-        self.objects.iter().filter(move |o| o.role == role)
+    pub fn objects_with_role<'a>(
+        &'a self,
+        role: &'a ObjectRole,
+    ) -> impl Iterator<Item = &'a ObjectEntry> {
+        self.objects.iter().filter(move |o| &o.role == role)
     }
 
-    pub fn object(&self, role: &str) -> Option<&ObjectEntry> {
-        self.objects.iter().find(|o| o.role == role)
+    /// The first object with `role`.
+    pub fn object(&self, role: &ObjectRole) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| &o.role == role)
     }
 
-    /// The store key of one of this backup's objects.
-    pub fn key_of(&self, name: &str) -> String {
-        object_key(&self.job, &self.id, name)
+    /// The major version of the pg_dump that wrote the archives (0 when unreadable).
+    pub fn pg_dump_major(&self) -> u32 {
+        self.pg_dump_version
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The server's major version (`server_version_num / 10000`).
+    pub fn server_major(&self) -> u32 {
+        self.server_version_num / 10000
+    }
+
+    /// The manifest as stored: pretty JSON with its `checksum` computed and set.
+    pub fn to_json(&mut self) -> Vec<u8> {
+        self.checksum = None;
+        let mut value = serde_json::to_value(&*self).expect("a manifest always serializes");
+        seal(&mut value);
+        self.checksum = value[CHECKSUM_FIELD].as_str().map(str::to_string);
+        let mut out = serde_json::to_vec_pretty(&*self).expect("a manifest always serializes");
+        out.push(b'\n');
+        out
+    }
+
+    /// Parses a stored manifest and checks its own checksum (when it has one) and its
+    /// consistency (see `problems`). `job` and `id` are the directory it was read from.
+    ///
+    /// # Errors
+    /// `ManifestError` saying what is wrong.
+    pub fn from_json(bytes: &[u8], job: &str, id: &str) -> Result<Manifest, ManifestError> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(ManifestError::Syntax)?;
+        let Some(object) = value.as_object_mut() else {
+            return Err(ManifestError::NotAnObject);
+        };
+        let version = object
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if version > u64::from(FORMAT_VERSION) {
+            return Err(ManifestError::TooNew { version });
+        }
+        let recorded = object.remove(CHECKSUM_FIELD);
+        let checksum = match recorded {
+            None => None,
+            Some(serde_json::Value::String(s)) => {
+                let actual = format!("sha256:{}", hex::encode(canonical_digest(&value)));
+                if s != actual {
+                    return Err(ManifestError::Checksum {
+                        recorded: s,
+                        actual,
+                    });
+                }
+                Some(s)
+            }
+            Some(_) => return Err(ManifestError::ChecksumNotAString),
+        };
+        let mut manifest: Manifest =
+            serde_json::from_value(value).map_err(ManifestError::Fields)?;
+        manifest.checksum = checksum;
+        let problems = manifest.problems(job, id);
+        if !problems.is_empty() {
+            return Err(ManifestError::Inconsistent { problems });
+        }
+        Ok(manifest)
+    }
+
+    /// What makes this manifest contradict itself or the place it was read from: everything a
+    /// restore would otherwise discover only half-way. Empty when it is consistent.
+    pub fn problems(&self, job: &str, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.job != job {
+            out.push(format!(
+                "it names job '{}' but lies in the directory of job '{job}'",
+                self.job
+            ));
+        }
+        if self.id != id {
+            out.push(format!(
+                "it names backup '{}' but lies in the directory '{id}'",
+                self.id
+            ));
+        }
+        if id_time(&self.id).is_none() {
+            out.push(format!("'{}' is not a backup id", self.id));
+        }
+        if self.finished_at < self.started_at {
+            out.push("it finished before it started".into());
+        }
+        if self.objects.is_empty() {
+            out.push("it lists no objects".into());
+        }
+        let mut keys = BTreeSet::new();
+        let mut tables = BTreeSet::new();
+        for o in &self.objects {
+            if !valid_object_name(&o.key) {
+                out.push(format!(
+                    "object name '{}' is not a plain relative path",
+                    o.key
+                ));
+            }
+            if !keys.insert(o.key.as_str()) {
+                out.push(format!("object '{}' is listed twice", o.key));
+            }
+            if o.sha256.len() != 64 || !o.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                out.push(format!("object '{}' has no valid sha256", o.key));
+            }
+            if o.role == ObjectRole::Table {
+                match &o.table {
+                    Some(t) if !tables.insert(t.as_str()) => {
+                        out.push(format!("table {t} has two objects"));
+                    }
+                    Some(_) => {}
+                    None => out.push(format!("table object '{}' names no table", o.key)),
+                }
+                if o.rows.is_none() {
+                    out.push(format!("table object '{}' records no row count", o.key));
+                }
+            }
+        }
+        let count = |role: &ObjectRole| self.objects_with_role(role).count();
+        match &self.kind {
+            BackupKind::Dump if count(&ObjectRole::Dump) != 1 => {
+                out.push("a dump backup needs exactly one dump object".into());
+            }
+            BackupKind::Export if count(&ObjectRole::Schema) != 1 => {
+                out.push("an export backup needs exactly one schema object".into());
+            }
+            _ => {}
+        }
+        let mut sequences = BTreeSet::new();
+        for s in &self.sequences {
+            if !sequences.insert(s.name.as_str()) {
+                out.push(format!("sequence {} is listed twice", s.name));
+            }
+        }
+        out
     }
 }
 
-/// `<job>/<id>/<name>`.
-pub fn object_key(job: &str, id: &str, name: &str) -> String {
-    format!("{job}/{id}/{name}")
+/// Sets (or replaces) the `checksum` member of a manifest document to the checksum of the
+/// rest of it: what `to_json` does, for tools that build or correct manifests as JSON.
+pub fn seal(document: &mut serde_json::Value) {
+    if let Some(object) = document.as_object_mut() {
+        object.remove(CHECKSUM_FIELD);
+        let digest = format!("sha256:{}", hex::encode(canonical_digest(document)));
+        if let Some(object) = document.as_object_mut() {
+            object.insert(CHECKSUM_FIELD.to_string(), digest.into());
+        }
+    }
+}
+
+/// Whether `name` can be an object's name inside a backup's directory: relative, `/`-separated,
+/// no empty, `.` or `..` component, and not the manifest itself.
+pub fn valid_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != crate::repository::MANIFEST_NAME
+        && !name.starts_with('/')
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && !name.chars().any(char::is_control)
+}
+
+/// Errors of a stored manifest; the repository adds where it was read from.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("it is not valid JSON")]
+    Syntax(#[source] serde_json::Error),
+    #[error("it is not a JSON object")]
+    NotAnObject,
+    #[error("its fields are not a manifest")]
+    Fields(#[source] serde_json::Error),
+    #[error("it has format version {version}; this pgkeep reads up to {FORMAT_VERSION}")]
+    TooNew { version: u64 },
+    #[error(
+        "its checksum does not match its content (recorded {recorded}, computed {actual}): it was edited or damaged"
+    )]
+    Checksum { recorded: String, actual: String },
+    #[error("its checksum is not a string")]
+    ChecksumNotAString,
+    #[error("it contradicts itself: {}", .problems.join("; "))]
+    Inconsistent { problems: Vec<String> },
 }
 
 /// A new backup id: the UTC start time to the millisecond, so ids sort chronologically
@@ -166,105 +450,54 @@ pub fn new_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
-/// RFC 3339 with seconds, for human output.
-pub fn display_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// The start time a backup id encodes.
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(id, "%Y%m%dT%H%M%S%.3fZ")
+        .ok()
+        .map(|t| t.and_utc())
+        .filter(|t| new_id(*t) == id)
 }
 
-/// Errors reading manifests.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("manifest {key} is not valid: {reason}")]
-    Invalid { key: String, reason: String },
-    #[error(
-        "manifest {key} has format version {version}; this pgkeep reads up to {FORMAT_VERSION}"
-    )]
-    TooNew { key: String, version: u32 },
+/// sha256 of the canonical form of a JSON value: no insignificant white space, object members
+/// sorted by key (byte order), strings escaped as serde_json escapes them. Independent of how
+/// the document was formatted, so re-indenting a manifest keeps it valid while changing any
+/// value does not.
+fn canonical_digest(value: &serde_json::Value) -> [u8; 32] {
+    let mut out = Vec::new();
+    canonical(value, &mut out);
+    Sha256::digest(&out).into()
 }
 
-/// Writes the manifest: the commit point of a backup.
-///
-/// # Errors
-/// The store's error.
-pub async fn write(store: &dyn ObjectStore, manifest: &Manifest) -> Result<(), StoreError> {
-    let json = serde_json::to_vec_pretty(manifest).expect("a manifest always serializes");
-    let key = manifest.key_of(MANIFEST_NAME);
-    store
-        .put(&key, Box::pin(std::io::Cursor::new(json)))
-        .await
-        .map(|_| ())
-}
-
-/// Reads and parses the manifest at `key`.
-///
-/// # Errors
-/// Store errors, unparseable JSON, or a format newer than this program.
-pub async fn read(store: &dyn ObjectStore, key: &str) -> Result<Manifest, ManifestError> {
-    use tokio::io::AsyncReadExt;
-    let mut reader = store.get(key).await?;
-    let mut buf = Vec::new();
-    reader
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| StoreError::Io {
-            location: key.to_string(),
-            source: e,
-        })?;
-    let probe: serde_json::Value =
-        serde_json::from_slice(&buf).map_err(|e| ManifestError::Invalid {
-            key: key.to_string(),
-            reason: e.to_string(),
-        })?;
-    let version = probe
-        .get("format_version")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0) as u32;
-    if version > FORMAT_VERSION {
-        return Err(ManifestError::TooNew {
-            key: key.to_string(),
-            version,
-        });
-    }
-    serde_json::from_value(probe).map_err(|e| ManifestError::Invalid {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// Every committed backup, optionally of one job, newest first.
-///
-/// # Errors
-/// Store errors and unreadable manifests (a damaged manifest is reported, not skipped).
-pub async fn list(
-    store: &dyn ObjectStore,
-    job: Option<&str>,
-) -> Result<Vec<Manifest>, ManifestError> {
-    let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
-    let mut manifests = Vec::new();
-    for meta in store.list(&prefix).await? {
-        let parts: Vec<&str> = meta.key.split('/').collect();
-        if parts.len() == 3 && parts[2] == MANIFEST_NAME {
-            manifests.push(read(store, &meta.key).await?);
+fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("writing to a Vec");
+                out.push(b':');
+                canonical(v, out);
+            }
+            out.push(b'}');
         }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec"),
     }
-    manifests.sort_by(|a, b| b.id.cmp(&a.id).then_with(|| a.job.cmp(&b.job)));
-    Ok(manifests)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn ids_sort_chronologically() {
-        let a = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
-        let b = a + chrono::Duration::milliseconds(1);
-        let c = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
-        assert_eq!(new_id(a), "20260102T030405.000Z");
-        assert!(new_id(a) < new_id(b));
-        assert!(new_id(b) < new_id(c));
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
-//! Applying retention to the store: plan with `retention::plan`, then delete what the plan
+//! Applying retention to a repository: plan with `retention::plan`, then delete what the plan
 //! does not keep, each backup's manifest first so a half-deleted backup is never committed.
+//! A backup whose manifest is damaged is neither kept by a rule nor deleted: it is reported.
 
 use std::fmt::Write as _;
 
@@ -7,43 +8,31 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use crate::config::{Config, Job};
-use crate::manifest::{self, MANIFEST_NAME, ManifestError};
+use crate::repository::{DeleteError, RepoError, Repository};
 use crate::retention::{self, BackupRef, EmptyPolicy, Retention, RetentionPlan};
-use crate::store::{ObjectStore, StoreError};
 
 /// Errors of a prune; the backups deleted before the failure stay deleted (each one fully:
 /// manifest first, so none is left looking committed).
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {
-    #[error("listing the backups of job '{job}': {source}")]
+    #[error("listing the backups of job '{job}'")]
     List {
         job: String,
         #[source]
-        source: ManifestError,
+        source: RepoError,
     },
-    #[error("jobs.{job}.retention: {source}")]
+    #[error("jobs.{job}.retention")]
     Policy {
         job: String,
         #[source]
         source: EmptyPolicy,
     },
-    #[error(
-        "deleting the manifest of backup {id} of job '{job}' failed (the backup is intact): {source}"
-    )]
-    DeleteManifest {
+    #[error("deleting backup {id} of job '{job}'")]
+    Delete {
         job: String,
         id: String,
         #[source]
-        source: StoreError,
-    },
-    #[error(
-        "backup {id} of job '{job}' is no longer committed, but removing its objects failed (they are left as orphans): {source}"
-    )]
-    DeleteObjects {
-        job: String,
-        id: String,
-        #[source]
-        source: StoreError,
+        source: DeleteError,
     },
 }
 
@@ -59,6 +48,8 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Ids of the backups deleted, oldest first (none on a dry run).
     pub deleted: Vec<String>,
+    /// Backups whose manifest is damaged, with why: never kept by a rule, never deleted.
+    pub damaged: Vec<(String, String)>,
 }
 
 impl PruneReport {
@@ -90,6 +81,12 @@ impl PruneReport {
                 let _ = writeln!(out, "  {verb:<8} {}", d.backup.id);
             }
         }
+        for (id, why) in &self.damaged {
+            let _ = writeln!(
+                out,
+                "  damaged  {id}  left alone: its manifest is damaged ({why}); no rule counts it, and prune does not delete what it cannot read"
+            );
+        }
         let kept = self.plan.kept().count();
         if self.dry_run {
             let _ = writeln!(
@@ -120,7 +117,7 @@ impl PruneReport {
 pub async fn prune_job(
     config: &Config,
     job: &Job,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PruneReport, PruneError> {
@@ -132,6 +129,7 @@ pub async fn prune_job(
         plan: RetentionPlan::default(),
         dry_run,
         deleted: Vec::new(),
+        damaged: Vec::new(),
     };
     let Some(raw) = &job.retention else {
         return Ok(report);
@@ -141,16 +139,27 @@ pub async fn prune_job(
         source,
     })?;
     report.policy = Some(policy);
-    let backups = manifest::list(store, Some(&job.name))
+    let listing = repo
+        .list(Some(&job.name))
         .await
         .map_err(|source| PruneError::List {
             job: job.name.clone(),
             source,
         })?;
-    let refs: Vec<BackupRef> = backups
+    for d in &listing.damaged {
+        tracing::warn!(job = %job.name, backup = %d.id, error = %crate::error::report(&d.error), "a backup with a damaged manifest is left alone by retention");
+        report
+            .damaged
+            .push((d.id.clone(), crate::error::report(&d.error)));
+    }
+    let refs: Vec<BackupRef> = listing
+        .backups
         .iter()
         .filter(|m| m.job == job.name)
-        .map(BackupRef::from)
+        .map(|m| BackupRef {
+            id: m.id.clone(),
+            started_at: m.started_at,
+        })
         .collect();
     report.plan = retention::plan(&refs, &policy, now, timezone);
     if dry_run {
@@ -163,7 +172,13 @@ pub async fn prune_job(
         .map(|d| d.backup.id.clone())
         .collect();
     for id in doomed {
-        delete_backup(store, &job.name, &id).await?;
+        repo.delete_backup(&job.name, &id)
+            .await
+            .map_err(|source| PruneError::Delete {
+                job: job.name.clone(),
+                id: id.clone(),
+                source,
+            })?;
         tracing::info!(job = %job.name, backup = %id, "pruned backup");
         report.deleted.push(id);
     }
@@ -175,11 +190,11 @@ pub async fn prune_job(
 pub async fn after_backup(
     config: &Config,
     job: &Job,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     now: DateTime<Utc>,
 ) -> Option<PruneReport> {
     job.retention.as_ref()?;
-    match prune_job(config, job, store, now, false).await {
+    match prune_job(config, job, repo, now, false).await {
         Ok(report) => {
             tracing::info!(
                 job = %job.name,
@@ -190,31 +205,8 @@ pub async fn after_backup(
             Some(report)
         }
         Err(e) => {
-            tracing::warn!(job = %job.name, error = %e, "retention failed after the backup (the backup is committed)");
+            tracing::warn!(job = %job.name, error = %crate::error::report(&e), "retention failed after the backup (the backup is committed)");
             None
         }
     }
-}
-
-/// Deletes one backup: the manifest first (from then on it is not a backup), then every other
-/// object under its directory.
-async fn delete_backup(store: &dyn ObjectStore, job: &str, id: &str) -> Result<(), PruneError> {
-    store
-        .delete(&manifest::object_key(job, id, MANIFEST_NAME))
-        .await
-        .map_err(|source| PruneError::DeleteManifest {
-            job: job.to_string(),
-            id: id.to_string(),
-            source,
-        })?;
-    let objects_error = |source| PruneError::DeleteObjects {
-        job: job.to_string(),
-        id: id.to_string(),
-        source,
-    };
-    let prefix = format!("{job}/{id}/");
-    for meta in store.list(&prefix).await.map_err(objects_error)? {
-        store.delete(&meta.key).await.map_err(objects_error)?;
-    }
-    Ok(())
 }

@@ -4,9 +4,7 @@
 //! systemd, and on SIGTERM/SIGINT stops firing, lets running backups finish within
 //! `shutdown_grace`, then cancels them cleanly. See docs/DAEMON.md.
 
-mod cleanup;
 mod http;
-mod lock;
 mod metrics;
 mod notify;
 mod runner;
@@ -25,8 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use cleanup::{Orphan, Swept, discard_run, id_time, orphans, sweep};
-pub use lock::lock_key;
+pub use crate::lock::lock_key;
 pub use notify::{Notifier, Outcome};
 pub use schedule::{Schedule, next_offset_change};
 
@@ -71,7 +68,7 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     let config = Arc::new(config);
     let started_at = Utc::now();
     let tz = config.daemon.timezone;
-    let store = Arc::from(crate::commands::open_store(&config).await?);
+    let repo = crate::repository::Repository::open(&config.storage.url, &config.storage.s3).await?;
 
     let mut schedules = BTreeMap::new();
     let mut statuses = BTreeMap::new();
@@ -90,7 +87,7 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
                     .or_else(|| schedule.default_max_age(started_at, tz));
                 let next = schedule.next_after(started_at, tz);
                 tracing::info!(job = %name, schedule = %expr, timezone = %tz,
-                    next = next.map(crate::manifest::display_time).unwrap_or_default(), "job scheduled");
+                    next = next.map(crate::human::time).unwrap_or_default(), "job scheduled");
                 schedules.insert(name.clone(), schedule);
             }
             None => {
@@ -112,7 +109,7 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     let systemd = Systemd::from_env();
     let shared = Arc::new(Shared {
         config: config.clone(),
-        store,
+        repo,
         metrics: metrics.clone(),
         status: status.clone(),
         notifier: Notifier::new(),

@@ -12,8 +12,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::cleanup;
-use super::lock::{self, Acquired};
 use super::metrics::{Metrics, SkipReason};
 use super::notify::{Notifier, Outcome};
 use super::schedule::{Schedule, SlotMemory};
@@ -22,13 +20,15 @@ use super::status::Status;
 use super::systemd::Systemd;
 use crate::backup::{self, BackupError, Stage};
 use crate::config::{Config, Job};
-use crate::manifest::{self, MANIFEST_NAME, Manifest};
-use crate::store::{ObjectStore, StoreError};
+use crate::error::Cancel;
+use crate::lock::{self, Acquired};
+use crate::manifest::{self, Manifest};
+use crate::repository::Repository;
 
 /// Everything runs share.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub store: Arc<dyn ObjectStore>,
+    pub repo: Repository,
     pub metrics: Metrics,
     pub status: Arc<Status>,
     pub notifier: Notifier,
@@ -117,7 +117,7 @@ impl Runner {
             .or_else(|| entry.schedule.as_ref()?.slot_at(trigger.fired_at, tz))
             .unwrap_or(trigger.fired_at);
         if !entry.last_slot.first_time(slot_time, tz) {
-            tracing::info!(job = %trigger.job, slot = %crate::manifest::display_time(slot_time),
+            tracing::info!(job = %trigger.job, slot = %crate::human::time(slot_time),
                 "this wall-clock time repeats the last run's (clocks went back): not run again");
             return;
         }
@@ -142,10 +142,15 @@ impl Runner {
         }
     }
 
-    /// Removes what crashed runs left under every job (at start-up).
+    /// Removes what crashed runs left under every job (at start-up), once it is older than
+    /// `orphan_age`: without the job's lock a younger one may belong to a run in progress
+    /// elsewhere. Each run removes the rest, at any age, while it holds the lock.
     pub async fn sweep_all(&self) {
+        let cutoff = Utc::now()
+            - chrono::Duration::from_std(self.shared.config.daemon.orphan_age)
+                .unwrap_or(chrono::Duration::MAX);
         for name in self.entries.keys() {
-            self.sweep(name).await;
+            self.sweep(name, Some(cutoff)).await;
         }
     }
 
@@ -170,14 +175,7 @@ impl Runner {
                     bytes: m.stored_bytes(),
                 };
                 s.notifier.finished(targets, name, &outcome, took).await;
-                crate::catalog::after_run(
-                    &s.config,
-                    s.store.as_ref(),
-                    &entry.job,
-                    m.started_at,
-                    None,
-                )
-                .await;
+                crate::catalog::after_run(&s.config, &s.repo, &entry.job, m.started_at, None).await;
             }
             Ran::Failed { error, backup } => {
                 let took = clock.elapsed();
@@ -185,7 +183,7 @@ impl Runner {
                 s.systemd.status(&format!("job {name}: last run failed"));
                 crate::catalog::after_run(
                     &s.config,
-                    s.store.as_ref(),
+                    &s.repo,
                     &entry.job,
                     slot_time.min(Utc::now()),
                     Some(&error),
@@ -215,8 +213,8 @@ impl Runner {
                 Attempt::Done(ran) => return ran,
                 Attempt::Transient(e, _) if attempt < retries => {
                     attempt += 1;
-                    let wait = backoff_wait(backoff, attempt);
-                    tracing::warn!(job = %job.name, attempt, retries, wait_s = wait.as_secs_f64(), error = %e, "transient failure: retrying");
+                    let wait = backoff_wait(backoff, attempt, rand::random::<f64>());
+                    tracing::warn!(job = %job.name, attempt, retries, wait_s = wait.as_secs_f64(), error = %crate::error::report(&e), "transient failure: retrying");
                     s.metrics.retried(&job.name);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
@@ -225,7 +223,7 @@ impl Runner {
                 }
                 Attempt::Transient(e, backup) => {
                     return Ran::Failed {
-                        error: e.to_string(),
+                        error: crate::error::report(&e),
                         backup,
                     };
                 }
@@ -259,7 +257,7 @@ impl Runner {
                     stage: Stage::Connect,
                     cause: e.into(),
                 };
-                tracing::error!(job = name, stage = %e.stage, error = %e.cause, "backup failed");
+                tracing::error!(job = name, stage = %e.stage, error = %crate::error::report(&e.cause), "backup failed");
                 return failed(e, None);
             }
         };
@@ -280,9 +278,13 @@ impl Runner {
             s.notifier.started(&job.notifications, name).await;
         }
 
+        // Holding the lock, no other run of the job is going: whatever earlier runs left is
+        // debris, whatever its age.
+        self.sweep(name, None).await;
         let started_at = Utc::now();
         let id = manifest::new_id(started_at);
-        let run = backup::run_at(job, s.store.as_ref(), started_at);
+        let cancel = Cancel::new();
+        let run = backup::run_at(job, &s.repo, started_at, &cancel);
         let bounded = async {
             match job.timeout {
                 Some(limit) => tokio::time::timeout(limit, run).await.ok(),
@@ -315,52 +317,41 @@ impl Runner {
                 })
             }
             Some(Some(Ok(m))) => {
-                crate::prune::after_backup(&s.config, job, s.store.as_ref(), Utc::now()).await;
+                crate::prune::after_backup(&s.config, job, &s.repo, Utc::now()).await;
                 Attempt::Done(Ran::Committed(m))
             }
             Some(Some(Err(e))) => failed(e, Some(id)),
         };
-        self.sweep(name).await;
         lock.release().await;
         attempt
     }
 
     async fn discard(&self, job: &str, id: &str) {
-        let swept = cleanup::discard_run(self.shared.store.as_ref(), job, id).await;
-        self.shared
-            .metrics
-            .cleaned(job, swept.objects, swept.uploads);
+        if let Some(swept) = self.shared.repo.discard(job, id).await {
+            self.shared
+                .metrics
+                .cleaned(job, swept.objects, swept.uploads);
+        }
     }
 
-    async fn sweep(&self, job: &str) {
+    /// Removes `job`'s debris: all of it when `cutoff` is `None` (the caller holds the job's
+    /// lock), else what is older than `cutoff`.
+    async fn sweep(&self, job: &str, cutoff: Option<DateTime<Utc>>) {
         let s = &self.shared;
-        match cleanup::sweep(
-            s.store.as_ref(),
-            job,
-            s.config.daemon.orphan_age,
-            Utc::now(),
-        )
-        .await
-        {
+        match s.repo.sweep(job, cutoff).await {
             Ok(swept) => s.metrics.cleaned(job, swept.objects, swept.uploads),
             Err(e) => {
-                tracing::warn!(job, error = %e, "could not look for leftovers of crashed runs");
+                tracing::warn!(job, error = %crate::error::report(&e), "could not look for leftovers of crashed runs");
             }
         }
     }
 
     /// The id of `job`'s newest committed backup.
-    async fn newest_committed_id(&self, job: &str) -> Result<Option<String>, StoreError> {
-        let listed = self.shared.store.list(&format!("{job}/")).await?;
-        Ok(listed
-            .iter()
-            .filter_map(|o| {
-                let rest = o.key.strip_prefix(job)?.strip_prefix('/')?;
-                let (id, name) = rest.split_once('/')?;
-                (name == MANIFEST_NAME).then_some(id)
-            })
-            .max()
-            .map(str::to_string))
+    async fn newest_committed_id(
+        &self,
+        job: &str,
+    ) -> Result<Option<String>, crate::store::StoreError> {
+        self.shared.repo.newest_id(job).await
     }
 
     /// Learns about backups committed elsewhere (another replica, before a restart).
@@ -378,14 +369,13 @@ impl Runner {
         if known.is_some_and(|k| k >= newest) {
             return;
         }
-        let key = manifest::object_key(job, &newest, MANIFEST_NAME);
-        match manifest::read(s.store.as_ref(), &key).await {
+        match s.repo.manifest(job, &newest).await {
             Ok(m) => {
                 s.status.record_success(job, m.finished_at);
                 s.metrics.committed(job, m.finished_at, m.stored_bytes());
             }
             Err(e) => {
-                tracing::warn!(job, backup = %newest, error = %e, "could not read the newest manifest");
+                tracing::warn!(job, backup = %newest, error = %crate::error::report(&e), "could not read the newest manifest");
             }
         }
     }
@@ -396,15 +386,18 @@ fn failed(e: BackupError, backup: Option<String>) -> Attempt {
         Attempt::Transient(e, backup)
     } else {
         Attempt::Done(Ran::Failed {
-            error: e.to_string(),
+            error: crate::error::report(&e),
             backup,
         })
     }
 }
 
-/// How long to wait before retry number `retry` (from 1): `base`, doubling per retry.
-fn backoff_wait(base: Duration, retry: u32) -> Duration {
-    base.saturating_mul(1 << retry.saturating_sub(1).min(10))
+/// How long to wait before retry number `retry` (from 1): `base`, doubling per retry, then
+/// spread by `jitter` (from 0 to 1) over its second half, so replicas and jobs that failed
+/// together do not all retry at the same instant.
+fn backoff_wait(base: Duration, retry: u32, jitter: f64) -> Duration {
+    let full = base.saturating_mul(1 << retry.saturating_sub(1).min(10));
+    full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -412,10 +405,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_and_stops_doubling() {
+    fn backoff_doubles_stops_doubling_and_is_jittered() {
         let base = Duration::from_secs(10);
-        assert_eq!(backoff_wait(base, 1), Duration::from_secs(10));
-        assert_eq!(backoff_wait(base, 3), Duration::from_secs(40));
-        assert_eq!(backoff_wait(base, 20), Duration::from_secs(10 * 1024));
+        assert_eq!(backoff_wait(base, 1, 1.0), Duration::from_secs(10));
+        assert_eq!(backoff_wait(base, 3, 1.0), Duration::from_secs(40));
+        assert_eq!(backoff_wait(base, 20, 1.0), Duration::from_secs(10 * 1024));
+        assert_eq!(backoff_wait(base, 1, 0.0), Duration::from_secs(5));
+        assert_eq!(backoff_wait(base, 3, 0.5), Duration::from_secs(30));
     }
 }

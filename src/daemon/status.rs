@@ -62,10 +62,10 @@ impl Status {
             let age = (now - since).to_std().unwrap_or_default();
             if age > max_age {
                 let what = match s.last_success {
-                    Some(t) => format!("last success at {}", crate::manifest::display_time(t)),
+                    Some(t) => format!("last success at {}", crate::human::time(t)),
                     None => format!(
                         "no success since start-up at {}",
-                        crate::manifest::display_time(self.started_at)
+                        crate::human::time(self.started_at)
                     ),
                 };
                 out.push(format!(

@@ -113,7 +113,7 @@ pub(super) fn parse_file_name(file: &str) -> Option<Result<(i64, String), String
 ///
 /// # Errors
 /// `Duplicate`, `Gap` or `TransactionControl` naming the files.
-pub(super) fn check_set(migrations: &[Migration]) -> Result<(), MigrateError> {
+pub fn check_set(migrations: &[Migration]) -> Result<(), MigrateError> {
     for pair in migrations.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if a.version == b.version {

@@ -5,13 +5,10 @@ mod apply;
 mod discover;
 mod sql;
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use apply::{apply, current_version};
-pub use discover::discover;
-
-use crate::UsageError;
+pub use discover::{check_set, discover};
 
 /// The first-line marker that makes a file run outside a transaction, statement by statement
 /// (for `CREATE INDEX CONCURRENTLY` and the like).
@@ -76,18 +73,6 @@ fn has_no_transaction_marker(sql: &str) -> bool {
         return false;
     };
     rest.trim().eq_ignore_ascii_case("pgkeep:no-transaction")
-}
-
-/// pgkeep's own catalog schema (`migrations/` in the source tree), compiled in.
-pub fn embedded_catalog() -> Vec<Migration> {
-    const FILES: &[(&str, &str)] = &[(
-        "0001_catalog.sql",
-        include_str!("../../migrations/0001_catalog.sql"),
-    )];
-    FILES
-        .iter()
-        .map(|(file, sql)| Migration::new(file, sql).expect("embedded migration names are valid"))
-        .collect()
 }
 
 /// How to apply a set of migrations.
@@ -204,74 +189,6 @@ impl MigrateError {
     }
 }
 
-/// `pgkeep migrate`: applies the files in `dir`, or pgkeep's own catalog without one, to
-/// `database`, and returns what to print.
-///
-/// Without `--table` the tracking table is `pgkeep_schema_migrations` for a directory and
-/// `pgkeep.schema_migrations` for the catalog, so an application's migrations and pgkeep's
-/// catalog can share a database without mixing their versions.
-///
-/// # Errors
-/// A usage error for a missing directory or a bad table name; otherwise connection and
-/// migration errors.
-pub async fn command(
-    database: &str,
-    dir: Option<&Path>,
-    target_version: Option<i64>,
-    table: Option<&str>,
-) -> anyhow::Result<String> {
-    let usage = |e: MigrateError| -> anyhow::Error {
-        if e.is_usage() {
-            UsageError(e.to_string()).into()
-        } else {
-            e.into()
-        }
-    };
-    let migrations = match dir {
-        Some(d) => discover(d).map_err(usage)?,
-        None => embedded_catalog(),
-    };
-    let table = table.map_or_else(
-        || match dir {
-            Some(_) => crate::config::default_migrations_table(),
-            None => crate::catalog::CATALOG_MIGRATIONS_TABLE.to_string(),
-        },
-        str::to_string,
-    );
-    let opts = MigrateOptions {
-        table,
-        target_version,
-    };
-    let target = crate::pg::Target::resolve(database, None)?;
-    let mut client = target.connect().await?;
-    let report = apply(&mut client, &migrations, &opts)
-        .await
-        .map_err(usage)?;
-    let mut out = String::new();
-    for (version, file) in &report.applied {
-        let _ = writeln!(out, "applied {file} (version {version})");
-    }
-    let version = report
-        .version
-        .map_or_else(|| "no version".to_string(), |v| format!("version {v}"));
-    if report.applied.is_empty() {
-        let _ = writeln!(
-            out,
-            "nothing to apply: {} is at {version} (table {})",
-            target.describe(),
-            opts.table
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "{} is now at {version} (table {})",
-            target.describe(),
-            opts.table
-        );
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,15 +207,6 @@ mod tests {
         assert!(!has_no_transaction_marker(
             "-- pgkeep:no-transaction please\n"
         ));
-    }
-
-    #[test]
-    fn the_embedded_catalog_is_a_valid_set() {
-        let set = embedded_catalog();
-        assert!(!set.is_empty());
-        discover::check_set(&set).expect("a consistent set");
-        assert_eq!(set[0].version, 1);
-        assert!(set.iter().all(|m| m.transactional));
     }
 
     #[test]

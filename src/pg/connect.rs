@@ -69,9 +69,9 @@ impl Target {
         if password.is_none()
             && let Some(pf) = password_file
         {
-            let text = std::fs::read_to_string(pf).map_err(|e| PgError::PasswordFile {
+            let text = std::fs::read_to_string(pf).map_err(|source| PgError::PasswordFile {
                 path: pf.to_path_buf(),
-                reason: e.to_string(),
+                source,
             })?;
             password = Some(text.trim_end_matches(['\n', '\r']).to_string());
         }
@@ -158,8 +158,7 @@ impl Target {
         };
         let (client, connection) = config.connect(tls).await.map_err(|e| PgError::Connect {
             target: self.describe(),
-            reason: super::describe_error(&e),
-            code: e.code().map(|c| c.code().to_string()),
+            source: super::DbError(e),
         })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -202,12 +201,22 @@ impl Target {
         if let Some(o) = self.info.get("options") {
             c.options(o);
         }
-        if let Some(t) = self.info.get("connect_timeout")
-            && let Ok(secs) = t.parse::<u64>()
-            && secs > 0
-        {
-            c.connect_timeout(Duration::from_secs(secs.max(2)));
-        }
+        // libpq waits forever without connect_timeout; pgkeep never does.
+        let connect_timeout = self
+            .info
+            .get("connect_timeout")
+            .and_then(|t| t.parse::<u64>().ok())
+            .filter(|secs| *secs > 0)
+            .map_or(DEFAULT_CONNECT_TIMEOUT, |secs| {
+                Duration::from_secs(secs.max(2))
+            });
+        c.connect_timeout(connect_timeout);
+        // A server that vanishes mid-COPY (host down, network cut) is noticed by TCP
+        // keepalives within about a minute instead of the kernel's two hours.
+        c.keepalives(true);
+        c.keepalives_idle(Duration::from_secs(30));
+        c.keepalives_interval(Duration::from_secs(10));
+        c.keepalives_retries(3);
         c.ssl_mode(match self.info.sslmode() {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -283,6 +292,9 @@ impl Target {
         Ok(MakeTlsConnector::new(connector))
     }
 }
+
+/// How long a connection attempt may take unless the conninfo's `connect_timeout` says.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// libpq's compiled-in socket directory on Debian-family systems, else /tmp.
 fn default_socket_dir() -> &'static str {

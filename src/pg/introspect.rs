@@ -6,7 +6,23 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use super::{PgError, quote_ident};
-use crate::manifest::Column;
+
+/// A column of a table: its name (unquoted, as in the catalog), `format_type()`, and
+/// whether it is generated (generated columns are not in COPY data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub type_name: String,
+    pub generated: bool,
+}
+
+/// A materialized view, and whether it is populated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaterializedView {
+    /// `"schema"."name"`.
+    pub name: String,
+    pub populated: bool,
+}
 
 /// A table whose rows an export reads: an ordinary table, a leaf partition, or an
 /// inheritance parent (whose own rows only are read: COPY never includes children).
@@ -30,7 +46,7 @@ impl TableInfo {
 
     /// The quoted names of the columns the data holds (generated columns excluded).
     pub fn data_columns(&self) -> Vec<String> {
-        data_columns(&self.columns)
+        data_columns(self.columns.iter().map(|c| (c.name.as_str(), c.generated)))
     }
 }
 
@@ -40,20 +56,16 @@ pub fn qualify(schema: &str, name: &str) -> String {
 }
 
 /// The quoted names of the non-generated columns, in order.
-pub fn data_columns(columns: &[Column]) -> Vec<String> {
+pub fn data_columns<'a>(columns: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<String> {
     columns
-        .iter()
-        .filter(|c| !c.generated)
-        .map(|c| quote_ident(&c.name))
+        .into_iter()
+        .filter(|(_, generated)| !generated)
+        .map(|(name, _)| quote_ident(name))
         .collect()
 }
 
 fn query_error(what: &'static str) -> impl Fn(tokio_postgres::Error) -> PgError {
-    move |e| PgError::Query {
-        what,
-        target: String::new(),
-        reason: super::describe_error(&e),
-    }
+    move |e| PgError::query(what, "", e)
 }
 
 const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog','information_schema') \
@@ -224,9 +236,7 @@ pub async fn migration_version(client: &Client, table: &str) -> Result<Option<i6
 ///
 /// # Errors
 /// `PgError::Query`.
-pub async fn materialized_views(
-    client: &Client,
-) -> Result<Vec<crate::manifest::MaterializedView>, PgError> {
+pub async fn materialized_views(client: &Client) -> Result<Vec<MaterializedView>, PgError> {
     let rows = client
         .query(
             "SELECT schemaname::text, matviewname::text, ispopulated FROM pg_matviews \
@@ -237,7 +247,7 @@ pub async fn materialized_views(
         .map_err(query_error("listing materialized views"))?;
     Ok(rows
         .iter()
-        .map(|r| crate::manifest::MaterializedView {
+        .map(|r| MaterializedView {
             name: qualify(r.get(0), r.get(1)),
             populated: r.get(2),
         })

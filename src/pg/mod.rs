@@ -9,6 +9,7 @@ mod passfile;
 use std::path::PathBuf;
 
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 pub use connect::Target;
 pub use conninfo::{ConnInfo, ConnInfoError, SslMode, libpq_env_vars};
@@ -18,69 +19,162 @@ pub use conninfo::{ConnInfo, ConnInfoError, SslMode, libpq_env_vars};
 pub enum PgError {
     #[error(transparent)]
     ConnInfo(#[from] ConnInfoError),
-    #[error("cannot read password_file {path}: {reason}")]
-    PasswordFile { path: PathBuf, reason: String },
+    #[error("cannot read password_file {path}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("connection settings: {reason}")]
     Config { reason: String },
     #[error("TLS setup: {reason}")]
     Tls { reason: String },
-    #[error("cannot connect to {target}: {reason}")]
+    #[error("cannot connect to {target}")]
     Connect {
         target: String,
-        reason: String,
-        /// The server's SQLSTATE, when it answered (28P01 wrong password, 3D000 no database...).
-        code: Option<String>,
+        #[source]
+        source: DbError,
     },
-    #[error("{what} on {target} failed: {reason}")]
+    #[error("{what}{} failed", on(.target))]
     Query {
         what: &'static str,
         target: String,
-        reason: String,
+        #[source]
+        source: DbError,
+    },
+    #[error("{what}{} did not finish within {}s", on(.target), .limit.as_secs())]
+    Timeout {
+        what: &'static str,
+        target: String,
+        limit: std::time::Duration,
     },
 }
 
+fn on(target: &str) -> String {
+    if target.is_empty() {
+        String::new()
+    } else {
+        format!(" on {target}")
+    }
+}
+
 impl PgError {
-    /// Whether the server said the database does not exist.
-    pub fn is_missing_database(&self) -> bool {
-        matches!(self, PgError::Connect { code: Some(c), .. } if c == "3D000")
+    /// A failed query or statement, `what` naming the step.
+    pub fn query(what: &'static str, target: &str, e: tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            what,
+            target: target.to_string(),
+            source: DbError(e),
+        }
     }
 
-    /// Whether a later attempt may succeed (server starting up, network trouble); wrong
-    /// passwords, missing databases and bad settings are permanent.
+    /// Whether the server said the database does not exist.
+    pub fn is_missing_database(&self) -> bool {
+        matches!(self, PgError::Connect { source, .. } if source.sqlstate() == Some(&SqlState::INVALID_CATALOG_NAME))
+    }
+
+    /// The server's SQLSTATE, when it answered with one.
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        match self {
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => source.sqlstate(),
+            _ => None,
+        }
+    }
+
+    /// Whether a later attempt may succeed (server starting up or shutting down, too many
+    /// clients, network trouble, a timeout); wrong passwords, missing databases and bad
+    /// settings are permanent.
     pub fn is_retryable(&self) -> bool {
         match self {
-            PgError::Connect { reason, code, .. } => {
-                if code.is_some() {
-                    return code.as_deref() == Some("57P03") || code.as_deref() == Some("53300");
-                }
-                let r = reason.to_ascii_lowercase();
-                r.contains("connection refused")
-                    || r.contains("timed out")
-                    || r.contains("starting up")
-                    || r.contains("reset by peer")
-                    || r.contains("too many clients")
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => {
+                source.is_retryable()
             }
+            PgError::Timeout { .. } => true,
             _ => false,
         }
     }
 }
 
-/// The server's own message when there is one (SQLSTATE text), else the client error chain.
+/// A tokio-postgres error, shown as the server's own message when there is one, else as the
+/// client's error chain (each cause once). It is the end of the chain: its `Display` already
+/// holds what its sources would add.
+#[derive(Debug)]
+pub struct DbError(pub tokio_postgres::Error);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe_error(&self.0))
+    }
+}
+
+impl std::error::Error for DbError {}
+
+impl DbError {
+    pub fn sqlstate(&self) -> Option<&SqlState> {
+        self.0.code()
+    }
+
+    /// From typed facts only: the SQLSTATE class or code the server sent, else the kind of the
+    /// I/O error underneath, else whether the connection closed.
+    pub fn is_retryable(&self) -> bool {
+        if let Some(code) = self.sqlstate() {
+            return retryable_sqlstate(code.code());
+        }
+        if let Some(io) = io_cause(&self.0) {
+            return retryable_io(io.kind());
+        }
+        self.0.is_closed()
+    }
+}
+
+/// SQLSTATEs worth another attempt: connection exceptions (class 08), the server shutting
+/// down, crashing or starting (57P01..57P03), too many connections (53300), resources
+/// (53000..53200), serialization failures and deadlocks (40001, 40P01).
+pub fn retryable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53000" | "53100" | "53200" | "53300" | "40001" | "40P01"
+        )
+}
+
+/// I/O error kinds of a network that may come back.
+pub fn retryable_io(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::BrokenPipe
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::Interrupted
+    )
+}
+
+fn io_cause(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The server's own message when there is one (SQLSTATE text), else the client error chain
+/// with each cause once.
 pub fn describe_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
+    crate::error::report(e)
 }
 
 /// What a backup records about the server it read.
@@ -105,11 +199,7 @@ impl ServerInfo {
 /// # Errors
 /// `PgError::Query` naming the target.
 pub async fn server_info(client: &Client, target: &Target) -> Result<ServerInfo, PgError> {
-    let query = |e: tokio_postgres::Error| PgError::Query {
-        what: "reading the server version",
-        target: target.describe(),
-        reason: describe_error(&e),
-    };
+    let query = |e| PgError::query("reading the server version", &target.describe(), e);
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int, \
@@ -151,11 +241,7 @@ pub async fn user_relations(
             &[&limit],
         )
         .await
-        .map_err(|e| PgError::Query {
-            what: "listing user tables",
-            target: target.describe(),
-            reason: describe_error(&e),
-        })?;
+        .map_err(|e| PgError::query("listing user tables", &target.describe(), e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

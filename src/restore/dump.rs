@@ -1,46 +1,50 @@
-//! Applying a dump backup: the verified, decoded pg_dump archive fed to `pg_restore`.
+//! Restoring a dump backup: the verified, decoded pg_dump archive fed to `pg_restore`.
 
 use tokio_util::io::SyncIoBridge;
 
-use super::{RestoreError, RestorePlan, stage};
-use crate::source::Running;
-use crate::store::ObjectStore;
+use super::stage::{self, read_error};
+use super::{RestoreError, RestorePlan};
+use crate::manifest::ObjectEntry;
+use crate::pg::Target;
+use crate::process::Running;
+use crate::repository::Repository;
 use crate::transfer;
 
-/// Runs pg_restore for the plan and returns the archive's size.
-pub(super) async fn apply(
-    store: &dyn ObjectStore,
+/// Runs pg_restore of `object` into `into` and returns the archive's size.
+pub(super) async fn restore(
+    repo: &Repository,
     plan: &RestorePlan,
+    object: &ObjectEntry,
+    into: &Target,
 ) -> Result<u64, RestoreError> {
     let manifest = &plan.manifest;
-    let object = &plan.object;
-    let tool = stage::pg_restore(manifest).await?;
     let mut args = vec![
         "--exit-on-error".to_string(),
         "--no-password".to_string(),
-        format!("--dbname={}", dbname_conninfo(plan.target.dbname())),
+        format!("--dbname={}", dbname_conninfo(into.dbname())),
     ];
-    if plan.options.no_owner {
+    if plan.no_owner {
         args.push("--no-owner".to_string());
     }
-    let env = plan.target.child_env();
-    let jobs = plan.options.jobs.max(1);
-    tracing::info!(backup = %manifest.id, target = %plan.target.describe(), jobs, "running pg_restore");
+    let env = into.child_env();
+    let jobs = plan.jobs.max(1);
+    tracing::info!(backup = %manifest.id, target = %into.describe(), jobs, "running pg_restore");
 
     if jobs == 1 {
         // One transaction, fed as a stream: a damaged object is noticed before the last bytes
         // reach pg_restore, which is then killed and its transaction rolled back.
-        let (compression, expected) = stage::expectations(manifest, object)?;
+        let compression = stage::codec(object)?;
+        let expected = Repository::expected(manifest, object);
         args.push("--single-transaction".to_string());
-        let (running, stdin) = Running::spawn_writer("pg_restore", tool.command(&args, &env))?;
-        let source = SyncIoBridge::new(store.get(&expected.key).await?);
+        let (running, stdin) = Running::spawn_writer("pg_restore", plan.tool.command(&args, &env))?;
+        let source = SyncIoBridge::new(repo.read(manifest, object).await?);
         let sink = SyncIoBridge::new(stdin);
         let raw = object.raw_bytes;
         let copied = tokio::task::spawn_blocking(move || {
             transfer::copy_verified(source, expected, compression, raw, sink)
         })
         .await
-        .map_err(|e| RestoreError::Damaged(std::io::Error::other(e.to_string())))?;
+        .map_err(|e| RestoreError::Step(format!("feeding pg_restore stopped: {e}")))?;
         match copied {
             Ok(n) => {
                 running.finish().await?;
@@ -49,20 +53,21 @@ pub(super) async fn apply(
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 // pg_restore stopped reading: its own error is the one that matters.
                 running.finish().await?;
-                Err(RestoreError::Damaged(e))
+                Err(read_error(e))
             }
             Err(e) => {
                 running.kill().await;
-                Err(RestoreError::Damaged(e))
+                Err(read_error(e))
             }
         }
     } else {
         // Parallel pg_restore needs a seekable archive: stage it, fully verified, first.
-        let staged = stage::stage(store, plan, object).await?;
+        let staged = stage::stage(repo, manifest, object, &plan.staging_dir).await?;
         args.push(format!("--jobs={jobs}"));
         args.push(staged.path().display().to_string());
-        let running = Running::spawn_plain("pg_restore", tool.command(&args, &env))?;
-        running.finish().await?;
+        Running::spawn_plain("pg_restore", plan.tool.command(&args, &env))?
+            .finish()
+            .await?;
         Ok(object.raw_bytes)
     }
 }

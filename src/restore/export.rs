@@ -1,133 +1,45 @@
-//! Restoring an export: the schema (captured, or from migrations with a drift check), then
-//! every table's COPY data loaded in parallel with user triggers off and foreign keys added
-//! afterwards, then sequences, materialized views and ANALYZE.
+//! Restoring an export into the database a plan builds it in: the schema (captured, or from
+//! migrations with a drift check), checked against the manifest; then every table's COPY data
+//! loaded in parallel with user triggers off and foreign keys added afterwards; then sequences
+//! (checked against the manifest), materialized views and ANALYZE.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use super::load::{Load, exec, load_tables};
-use super::schema::SchemaArchive;
-use super::{RestoreError, RestoreOptions, RestorePlan, SchemaFrom, schema, stage, toc};
+use super::plan::{ExportPlan, RestorePlan, split_qualified};
+use super::{RestoreError, SchemaFrom, schema, toc};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::pg::introspect::{self, LoadConstraint};
-use crate::pg::{PgError, Target, describe_error, quote_ident};
-use crate::source::TablePattern;
-use crate::store::ObjectStore;
+use crate::pg::{DbError, PgError, Target, quote_ident};
+use crate::repository::Repository;
 
-fn schema_from(options: &RestoreOptions) -> SchemaFrom {
-    options
-        .schema_from
-        .unwrap_or(if options.migrations.is_some() {
-            SchemaFrom::Migrations
-        } else {
-            SchemaFrom::Dump
-        })
-}
-
-/// Refuses option combinations that cannot work, before anything is touched.
-pub(super) fn check_options(
-    manifest: &Manifest,
-    options: &RestoreOptions,
-) -> Result<(), RestoreError> {
-    for p in &options.tables {
-        TablePattern::parse(p).map_err(RestoreError::Usage)?;
-    }
-    if schema_from(options) == SchemaFrom::Migrations {
-        if options.migrations.is_none() {
-            return Err(RestoreError::Usage(format!(
-                "--schema-from migrations needs migrations.dir on job '{}' in the configuration",
-                manifest.job
-            )));
-        }
-        if manifest.migration_version.is_none() {
-            return Err(RestoreError::Usage(format!(
-                "backup {} records no migration version (the tracking table did not exist); use --schema-from dump",
-                manifest.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `"schema"."name"` back into its two catalog names.
-fn split_qualified(q: &str) -> Option<(String, String)> {
-    let mut parts = Vec::new();
-    let mut chars = q.chars().peekable();
-    while chars.peek().is_some() {
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut name = String::new();
-        loop {
-            match chars.next()? {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    name.push('"');
-                }
-                '"' => break,
-                c => name.push(c),
-            }
-        }
-        parts.push(name);
-        if chars.peek() == Some(&'.') {
-            chars.next();
-        }
-    }
-    (parts.len() == 2).then(|| (parts[0].clone(), parts[1].clone()))
-}
-
-pub(super) async fn apply(
-    store: &dyn ObjectStore,
+/// Restores the export of `plan` into `target` (the database the plan builds in) and returns
+/// the bytes of COPY data loaded.
+pub(super) async fn restore(
+    repo: &Repository,
     plan: &RestorePlan,
+    export: &ExportPlan,
+    target: &Target,
 ) -> Result<u64, RestoreError> {
     let manifest = &plan.manifest;
-    let options = &plan.options;
-    let target = &plan.target;
-    let patterns: Vec<TablePattern> = options
-        .tables
-        .iter()
-        .filter_map(|p| TablePattern::parse(p).ok())
-        .collect();
-    let selective = !patterns.is_empty();
-    let tables: Vec<&ObjectEntry> = manifest
-        .objects_with_role("table")
-        .filter(|o| {
-            !selective
-                || o.table
-                    .as_deref()
-                    .and_then(split_qualified)
-                    .is_some_and(|(s, n)| patterns.iter().any(|p| p.matches(&s, &n)))
-        })
-        .collect();
-    if selective && tables.is_empty() {
-        return Err(RestoreError::Usage(format!(
-            "no table of backup {} matches --tables {}",
-            manifest.id,
-            options.tables.join(",")
-        )));
-    }
-    let mut tables = tables;
-    let tool = stage::pg_restore(manifest).await?;
-    let archive = stage::stage(store, plan, &plan.object).await?;
-    let mode = schema_from(options);
-    let schema_archive = SchemaArchive {
-        tool: &tool,
-        target,
-        path: archive.path(),
-        no_owner: options.no_owner,
-    };
+    let selective = export.selective;
+    let mut tables: Vec<&ObjectEntry> = export.tables.iter().collect();
+    let mode = export.schema_from;
+    let schema_archive = &export.archive;
 
     // 1. Schema without constraints that could depend on load order.
     let mut missing = Vec::new();
     match mode {
         SchemaFrom::Dump => {
-            schema_archive.restore("pre-data", None, 1).await?;
+            schema_archive.restore(target, "pre-data", None, 1).await?;
+            check_schema(target, manifest, selective).await?;
         }
         SchemaFrom::Migrations => {
-            let migrations = options.migrations.as_ref().expect("checked in plan");
+            let migrations = export.migrations.as_ref().expect("checked in plan");
             let version = manifest.migration_version.expect("checked in plan");
             schema::migrate(target, migrations, version).await?;
             let client = target.connect().await?;
@@ -155,7 +67,7 @@ pub(super) async fn apply(
                     })
                     .await?;
                 schema_archive
-                    .restore("pre-data", Some(list.path()), 1)
+                    .restore(target, "pre-data", Some(list.path()), 1)
                     .await?;
                 missing = absent;
             }
@@ -165,7 +77,7 @@ pub(super) async fn apply(
                 .map(|t| format!("  {t}: table is missing"))
                 .collect();
             lines.extend(diff);
-            if !lines.is_empty() && !options.allow_drift {
+            if !lines.is_empty() && !export.allow_drift {
                 return Err(RestoreError::Drift {
                     diff: lines.join("\n"),
                 });
@@ -197,38 +109,21 @@ pub(super) async fn apply(
 
     // 3. Data; with the captured schema, big tables' indexes and keys as soon as their data
     //    is in.
-    let (early, post_data) = match mode {
-        SchemaFrom::Dump => early_post_data(&schema_archive, &tables, !selective).await?,
-        SchemaFrom::Migrations => (Vec::new(), BTreeMap::new()),
-    };
     let load = load_tables(
         Load {
-            store,
+            repo,
             manifest,
             target,
-            jobs: options.jobs.max(1) as usize,
-            schema: &schema_archive,
-            early,
+            jobs: plan.jobs as usize,
+            schema: schema_archive,
+            early: export.early.clone(),
         },
         &tables,
     )
     .await?;
 
     // 4. Sequences.
-    for seq in &manifest.sequences {
-        let wanted = !selective || seq.owned_by.as_ref().is_some_and(|t| restored.contains(t));
-        if !wanted {
-            continue;
-        }
-        admin
-            .query_one(
-                "SELECT setval(c, $2, $3) FROM to_regclass($1) c WHERE c IS NOT NULL \
-                 UNION ALL SELECT NULL LIMIT 1",
-                &[&seq.name, &seq.last_value, &seq.is_called],
-            )
-            .await
-            .map_err(query_error(target, "setting a sequence"))?;
-    }
+    set_sequences(&admin, target, manifest, selective.then_some(&restored)).await?;
 
     // 5. Post-data: constraints, indexes, triggers, foreign keys.
     match mode {
@@ -242,11 +137,11 @@ pub(super) async fn apply(
                     && (!selective
                         || schema::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
             };
-            let left = post_data.values().filter(|line| keep(line)).count();
+            let left = export.post_data.values().filter(|line| keep(line)).count();
             if left > 0 {
                 let list = schema_archive.filtered_list(keep).await?;
                 schema_archive
-                    .restore("post-data", Some(list.path()), options.jobs)
+                    .restore(target, "post-data", Some(list.path()), plan.jobs)
                     .await?;
             }
         }
@@ -262,7 +157,7 @@ pub(super) async fn apply(
                     })
                     .await?;
                 schema_archive
-                    .restore("post-data", Some(list.path()), options.jobs)
+                    .restore(target, "post-data", Some(list.path()), plan.jobs)
                     .await?;
             }
             restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
@@ -274,45 +169,115 @@ pub(super) async fn apply(
         restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
     }
     let loaded: Vec<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
-    analyze(&admin, target, &loaded, options.jobs.max(1) as usize).await?;
+    analyze(&admin, target, &loaded, plan.jobs as usize).await?;
+    check_sequences(&admin, target, manifest, selective.then_some(&restored)).await?;
     Ok(load.raw_bytes)
 }
 
-/// Post-data entries of tables smaller than this wait for the pass after the load: each
-/// entry built during the load costs a `pg_restore` run, worth it only when the build is long.
-const EARLY_BUILD_MIN_BYTES: u64 = 16 << 20;
-
-/// The post-data entries to build during the load (see `toc::early`; foreign keys only with
-/// `foreign_keys`), and all post-data entries by id.
-async fn early_post_data(
-    archive: &SchemaArchive<'_>,
-    tables: &[&ObjectEntry],
-    foreign_keys: bool,
-) -> Result<(Vec<toc::Early>, BTreeMap<u32, String>), RestoreError> {
-    let post_data: BTreeMap<u32, String> = archive
-        .list(false, Some("post-data"))
+/// The schema just restored must hold exactly the backup's tables and sequences: a table
+/// without a data object (or an object for a table the schema lacks) is a backup that
+/// contradicts itself, found before a row is loaded.
+async fn check_schema(
+    target: &Target,
+    manifest: &Manifest,
+    selective: bool,
+) -> Result<(), RestoreError> {
+    let client = target.connect().await?;
+    let in_schema: BTreeSet<String> = introspect::data_tables(&client)
         .await?
-        .lines()
-        .filter_map(|l| Some((toc::line_id(l)?, l.to_string())))
-        .collect();
-    let loaded: Vec<toc::Loaded> = tables
         .iter()
-        .filter_map(|o| {
-            let name = o.table.clone()?;
-            let (schema, table) = split_qualified(&name)?;
-            Some(toc::Loaded {
-                name,
-                prefix: format!("{schema} {table} "),
-                big: o.raw_bytes >= EARLY_BUILD_MIN_BYTES,
-            })
-        })
+        .map(introspect::TableInfo::qualified)
         .collect();
-    if post_data.is_empty() || !loaded.iter().any(|t| t.big) {
-        return Ok((Vec::new(), post_data));
+    let in_backup: BTreeSet<String> = manifest
+        .objects_with_role(&crate::manifest::ObjectRole::Table)
+        .filter_map(|o| o.table.clone())
+        .collect();
+    let mut problems: Vec<String> = in_backup
+        .difference(&in_schema)
+        .map(|t| format!("it holds rows of {t}, which its schema does not define"))
+        .collect();
+    if !selective {
+        problems.extend(
+            in_schema
+                .difference(&in_backup)
+                .map(|t| format!("its schema defines table {t}, but it holds no object for it")),
+        );
     }
-    let entries = toc::parse(&archive.list(true, None).await?);
-    let ids: BTreeSet<u32> = post_data.keys().copied().collect();
-    Ok((toc::early(&entries, &ids, &loaded, foreign_keys), post_data))
+    let seq_schema: BTreeSet<String> = introspect::sequences(&client)
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let seq_backup: BTreeSet<String> = manifest.sequences.iter().map(|s| s.name.clone()).collect();
+    problems.extend(
+        seq_backup
+            .symmetric_difference(&seq_schema)
+            .map(|s| format!("sequence {s} is in only one of its schema and its manifest")),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::Inconsistent {
+            id: manifest.id.clone(),
+            problems,
+        })
+    }
+}
+
+/// The sequences a restore sets: all, or (selective) those owned by a restored table.
+fn wanted_sequences<'a>(
+    manifest: &'a Manifest,
+    only: Option<&'a BTreeSet<String>>,
+) -> impl Iterator<Item = &'a crate::manifest::SequenceState> {
+    manifest.sequences.iter().filter(move |seq| {
+        only.is_none_or(|set| seq.owned_by.as_ref().is_some_and(|t| set.contains(t)))
+    })
+}
+
+async fn set_sequences(
+    admin: &Client,
+    target: &Target,
+    manifest: &Manifest,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(), RestoreError> {
+    for seq in wanted_sequences(manifest, only) {
+        admin
+            .query_one(
+                "SELECT setval(c, $2, $3) FROM to_regclass($1) c WHERE c IS NOT NULL \
+                 UNION ALL SELECT NULL LIMIT 1",
+                &[&seq.name, &seq.last_value, &seq.is_called],
+            )
+            .await
+            .map_err(query_error(target, "setting a sequence"))?;
+    }
+    Ok(())
+}
+
+/// Reads every sequence back: a restore ends with exactly the recorded values.
+async fn check_sequences(
+    admin: &Client,
+    target: &Target,
+    manifest: &Manifest,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(), RestoreError> {
+    for seq in wanted_sequences(manifest, only) {
+        let row = admin
+            .query_one(
+                &format!("SELECT last_value, is_called FROM {}", seq.name),
+                &[],
+            )
+            .await
+            .map_err(query_error(target, "reading a sequence back"))?;
+        let (last_value, is_called): (i64, bool) = (row.get(0), row.get(1));
+        if last_value != seq.last_value || is_called != seq.is_called {
+            return Err(RestoreError::Sequence {
+                name: seq.name.clone(),
+                expected: format!("last_value {}, is_called {}", seq.last_value, seq.is_called),
+                actual: format!("last_value {last_value}, is_called {is_called}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// ANALYZE of what the load did not analyze already (`loaded`): partitioned tables,
@@ -388,13 +353,10 @@ async fn restore_foreign_keys(
                 fk.definition
             ))
             .await
-            .map_err(|e| RestoreError::Load {
+            .map_err(|e| RestoreError::Constraint {
                 table: fk.table.clone(),
-                reason: format!(
-                    "constraint {} does not hold: {}",
-                    fk.name,
-                    describe_error(&e)
-                ),
+                constraint: fk.name.clone(),
+                source: DbError(e),
             })?;
     }
     Ok(())
@@ -420,17 +382,16 @@ async fn refresh_materialized_views(
                 .batch_execute(&format!("REFRESH MATERIALIZED VIEW {name}"))
                 .await
             {
-                last_error = Some(describe_error(&e));
+                last_error = Some(e);
                 failed.push(*name);
             }
         }
-        if failed.len() == pending.len() {
-            return Err(RestoreError::Load {
-                table: failed.join(", "),
-                reason: format!(
-                    "refreshing materialized views: {}",
-                    last_error.unwrap_or_default()
-                ),
+        if failed.len() == pending.len()
+            && let Some(e) = last_error
+        {
+            return Err(RestoreError::Refresh {
+                views: failed.join(", "),
+                source: DbError(e),
             });
         }
         pending = failed;
@@ -443,29 +404,5 @@ fn query_error(
     what: &'static str,
 ) -> impl Fn(tokio_postgres::Error) -> RestoreError {
     let t = target.describe();
-    move |e| {
-        RestoreError::Pg(PgError::Query {
-            what,
-            target: t.clone(),
-            reason: describe_error(&e),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_qualified;
-
-    #[test]
-    fn qualified_names_split_back() {
-        assert_eq!(
-            split_qualified("\"public\".\"film\""),
-            Some(("public".into(), "film".into()))
-        );
-        assert_eq!(
-            split_qualified("\"we;ird \"\"s\".\"a.b\""),
-            Some(("we;ird \"s".into(), "a.b".into()))
-        );
-        assert_eq!(split_qualified("public.film"), None);
-    }
+    move |e| RestoreError::Pg(PgError::query(what, &t, e))
 }

@@ -15,8 +15,8 @@ use super::toc::Early;
 use super::{RestoreError, stage};
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::pg::introspect::{self, data_columns};
-use crate::pg::{PgError, Target, describe_error, quote_ident};
-use crate::store::ObjectStore;
+use crate::pg::{DbError, PgError, Target, quote_ident};
+use crate::repository::Repository;
 
 /// Session settings for loading COPY text data written by an export.
 const LOAD_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = ISO; \
@@ -27,13 +27,13 @@ pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
 
 /// What the load needs besides the tables.
 pub(super) struct Load<'a> {
-    pub store: &'a dyn ObjectStore,
+    pub repo: &'a Repository,
     pub manifest: &'a Manifest,
     pub target: &'a Target,
     pub jobs: usize,
     /// The schema archive, and the post-data entries of it to build during the load (see
     /// `toc::early`; none when the schema comes from migrations).
-    pub schema: &'a SchemaArchive<'a>,
+    pub schema: &'a SchemaArchive,
     pub early: Vec<Early>,
 }
 
@@ -50,7 +50,7 @@ pub(super) async fn load_tables(
     let queue = Mutex::new(Queue::new(ordered, load.early));
     let wake = Notify::new();
     let (queue, wake) = (&queue, &wake);
-    let (store, manifest, target, schema) = (load.store, load.manifest, load.target, load.schema);
+    let (repo, manifest, target, schema) = (load.repo, load.manifest, load.target, load.schema);
     let workers = (0..load.jobs.min(tables.len()).max(1)).map(|_| async move {
         let client = target.connect().await?;
         exec(&client, LOAD_SETUP, "setting up a load session").await?;
@@ -77,10 +77,10 @@ pub(super) async fn load_tables(
                 notified.await;
             };
             let result = match &work {
-                Work::Copy(object) => load_table(&client, store, manifest, object)
+                Work::Copy(object) => load_table(&client, repo, manifest, object)
                     .await
                     .map(|b| bytes += b),
-                Work::Build(entry) => schema.restore_entries(&[entry.line.as_str()]).await,
+                Work::Build(entry) => schema.restore_entries(target, &[entry.line.as_str()]).await,
                 Work::Analyze(table) => exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await,
             };
             {
@@ -117,14 +117,18 @@ pub(super) struct Loaded {
 /// they were), COPY FROM STDIN fed with verified data, the row count checked.
 async fn load_table(
     client: &Client,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     manifest: &Manifest,
     object: &ObjectEntry,
 ) -> Result<u64, RestoreError> {
     let table = object.table.clone().unwrap_or_default();
-    let fail = |reason: String| RestoreError::Load {
+    let fail = |what: &'static str, e: tokio_postgres::Error| RestoreError::Load {
         table: table.clone(),
-        reason,
+        source: PgError::Query {
+            what,
+            target: String::new(),
+            source: DbError(e),
+        },
     };
     exec(client, "BEGIN", "BEGIN").await?;
     let triggers = introspect::enabled_user_triggers(client, &table).await?;
@@ -135,15 +139,14 @@ async fn load_table(
                 quote_ident(&t.name)
             ))
             .await
-            .map_err(|e| {
-                fail(format!(
-                    "disabling trigger {}: {}",
-                    t.name,
-                    describe_error(&e)
-                ))
-            })?;
+            .map_err(|e| fail("disabling a trigger", e))?;
     }
-    let columns = data_columns(&object.columns);
+    let columns = data_columns(
+        object
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.generated)),
+    );
     let copy = |freeze: &str| {
         if columns.is_empty() {
             format!("COPY {table} FROM STDIN{freeze}")
@@ -157,7 +160,7 @@ async fn load_table(
         match client.copy_in::<_, bytes::Bytes>(&copy(" (FREEZE)")).await {
             Ok(sink) => Some(sink),
             Err(e) => {
-                tracing::debug!(table = %table, error = %describe_error(&e), "COPY FREEZE refused");
+                tracing::debug!(table = %table, error = %crate::pg::describe_error(&e), "COPY FREEZE refused");
                 exec(
                     client,
                     "ROLLBACK TO SAVEPOINT pgkeep_load",
@@ -175,20 +178,22 @@ async fn load_table(
         None => client
             .copy_in::<_, bytes::Bytes>(&copy(""))
             .await
-            .map_err(|e| fail(describe_error(&e)))?,
+            .map_err(|e| fail("COPY FROM STDIN", e))?,
     };
-    futures::pin_mut!(sink);
-    let mut chunks = stage::decoded_chunks(store, manifest, object).await?;
+    let mut sink = Box::pin(sink);
+    let mut chunks = stage::decoded_chunks(repo, manifest, object).await?;
     while let Some(chunk) = chunks.recv().await {
         match chunk {
             Ok(bytes) => sink
                 .send(bytes)
                 .await
-                .map_err(|e| fail(describe_error(&e)))?,
+                .map_err(|e| fail("COPY FROM STDIN", e))?,
             Err(e) => {
-                // Dropping the sink aborts the COPY; the transaction is rolled back.
+                // The sink must go first: dropped unfinished it sends CopyFail, which ends the
+                // COPY; a ROLLBACK sent while it is open would wait behind the COPY forever.
+                drop(sink);
                 let _ = client.batch_execute("ROLLBACK").await;
-                return Err(RestoreError::Damaged(e));
+                return Err(stage::read_error(e));
             }
         }
     }
@@ -196,7 +201,8 @@ async fn load_table(
         .as_mut()
         .finish()
         .await
-        .map_err(|e| fail(describe_error(&e)))?;
+        .map_err(|e| fail("COPY FROM STDIN", e))?;
+    drop(sink);
     let expected = object.rows.unwrap_or(0);
     if loaded != expected {
         let _ = client.batch_execute("ROLLBACK").await;
@@ -264,13 +270,10 @@ pub(super) async fn exec(
     sql: &str,
     what: &'static str,
 ) -> Result<(), RestoreError> {
-    client.batch_execute(sql).await.map_err(|e| {
-        RestoreError::Pg(PgError::Query {
-            what,
-            target: String::new(),
-            reason: describe_error(&e),
-        })
-    })
+    client
+        .batch_execute(sql)
+        .await
+        .map_err(|e| RestoreError::Pg(PgError::query(what, "", e)))
 }
 
 #[cfg(test)]

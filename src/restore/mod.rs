@@ -1,20 +1,31 @@
-//! Restores: plan (resolve the backup, check the target) then apply — pg_restore for a dump;
-//! schema (captured or from migrations) plus parallel COPY FROM for an export.
+//! Restores: `plan` decides everything that can be decided without touching the target (the
+//! backup and its objects checked, the options, the target's state and the role's privileges,
+//! for an export the schema archive staged and checked against the manifest), then `apply`
+//! builds the restore in a new database beside the target and swaps it in by renaming. A
+//! restore that fails leaves the target exactly as it was; one that succeeds leaves exactly
+//! the backup's contents. See docs/FORMAT.md and the README's restore section.
 
+mod apply;
 mod dump;
 mod export;
 mod load;
+mod plan;
 mod queue;
 mod schema;
 mod stage;
+mod target;
 mod toc;
 
 use std::time::Duration;
 
-use crate::manifest::{Manifest, ObjectEntry};
-use crate::pg::{self, PgError, Target};
-use crate::source::SourceError;
-use crate::store::{ObjectStore, StoreError};
+pub use apply::apply;
+pub use plan::{Action, Content, RestorePlan, plan};
+pub use target::DbProperties;
+
+use crate::pg::PgError;
+use crate::process::ChildError;
+use crate::repository::ObjectProblem;
+use crate::store::StoreError;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Default)]
@@ -22,15 +33,20 @@ use crate::store::{ObjectStore, StoreError};
 pub struct RestoreOptions {
     /// libpq conninfo of the target database.
     pub target: String,
-    /// Parallel pg_restore jobs; above 1 the dump is staged to a local temp file first.
+    /// Parallel sessions: pg_restore jobs for a dump (above 1 the archive is staged to a local
+    /// temp file first), table loads for an export.
     pub jobs: u32,
-    /// Replace a non-empty target: drop and recreate the database (same owner, encoding and
-    /// locale) before restoring into it.
+    /// Replace a target that holds data (atomically: built beside it and swapped in).
     pub clean: bool,
     /// Create the target database when it does not exist.
     pub create: bool,
     /// Skip ownership commands (for a target without the source's roles).
     pub no_owner: bool,
+    /// Restore straight into the existing, empty target instead of beside it: for a role that
+    /// may not create or rename databases. Not atomic.
+    pub in_place: bool,
+    /// Keep the replaced database (under a printed name) instead of dropping it.
+    pub keep_old: bool,
     /// Where archives are staged when pg_restore needs a seekable file; the system temp dir
     /// when `None`.
     pub staging_dir: Option<std::path::PathBuf>,
@@ -54,30 +70,34 @@ pub enum SchemaFrom {
     Migrations,
 }
 
-/// Errors of a restore; none of them leaves a silently half-restored database behind
-/// when it is detected before pg_restore commits.
+/// Errors of a restore. Whatever the error, the target is as it was before the restore
+/// (`--in-place` aside, see the README).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error(transparent)]
     Pg(#[from] PgError),
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Child(#[from] ChildError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An object's bytes are not what its manifest records; the message names the object.
     #[error("{0}")]
     Damaged(std::io::Error),
+    #[error("backup {id} cannot be restored: {}", join(.problems))]
+    Objects {
+        id: String,
+        problems: Vec<ObjectProblem>,
+    },
+    #[error("backup {id} contradicts itself: {}", .problems.join("; "))]
+    Inconsistent { id: String, problems: Vec<String> },
     #[error(
-        "target database '{database}' is not empty (it has {examples}); refusing to overwrite it without --clean"
+        "target database '{database}' is not empty (it has {examples}); refusing to replace it without --clean"
     )]
     TargetNotEmpty { database: String, examples: String },
     #[error("target database '{database}' does not exist; create it or pass --create")]
     MissingDatabase { database: String },
-    #[error("backup {id} of job '{job}' has no {role} object")]
-    MissingObject {
-        id: String,
-        job: String,
-        role: &'static str,
-    },
+    #[error("{0}")]
+    Privileges(String),
     #[error("backup {id} is a '{kind}' backup, which this version of pgkeep cannot restore")]
     UnsupportedKind { id: String, kind: String },
     #[error("{0}")]
@@ -94,20 +114,56 @@ pub enum RestoreError {
         loaded: u64,
         expected: u64,
     },
-    #[error("loading table {table}: {reason}")]
-    Load { table: String, reason: String },
+    #[error("sequence {name} is ({actual}) after the restore but the backup recorded ({expected})")]
+    Sequence {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("loading table {table}")]
+    Load {
+        table: String,
+        #[source]
+        source: PgError,
+    },
+    #[error("constraint {constraint} of table {table} does not hold")]
+    Constraint {
+        table: String,
+        constraint: String,
+        #[source]
+        source: crate::pg::DbError,
+    },
+    #[error("refreshing materialized views {views}")]
+    Refresh {
+        views: String,
+        #[source]
+        source: crate::pg::DbError,
+    },
+    #[error("{0}")]
+    Step(String),
+    #[error("putting the restored database in place failed; the target is unchanged")]
+    Swap {
+        #[source]
+        source: PgError,
+    },
+    #[error(transparent)]
+    Interrupted(#[from] crate::error::Interrupted),
 }
 
-/// A checked restore, ready to apply.
-#[derive(Debug)]
-pub struct RestorePlan {
-    pub manifest: Manifest,
-    pub target: Target,
-    pub object: ObjectEntry,
-    pub create_database: bool,
-    /// The target is not empty and `--clean` was given: it is dropped and recreated.
-    pub replace_database: bool,
-    pub options: RestoreOptions,
+fn join(problems: &[ObjectProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl RestoreError {
+    /// Whether it is a mistake in what was asked for (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, RestoreError::Usage(_))
+            || matches!(self, RestoreError::Pg(PgError::ConnInfo(_)))
+    }
 }
 
 /// What a finished restore did.
@@ -118,175 +174,6 @@ pub struct RestoreReport {
     pub database: String,
     pub raw_bytes: u64,
     pub duration: Duration,
-}
-
-/// Checks everything that can be checked without changing anything: the backup has a dump,
-/// the target exists (or may be created) and is empty (or `--clean` was given).
-///
-/// # Errors
-/// `RestoreError` saying what is wrong; nothing has been changed.
-pub async fn plan(
-    manifest: Manifest,
-    options: RestoreOptions,
-) -> Result<RestorePlan, RestoreError> {
-    if manifest.kind != "dump" && manifest.kind != "export" {
-        return Err(RestoreError::UnsupportedKind {
-            id: manifest.id.clone(),
-            kind: manifest.kind.clone(),
-        });
-    }
-    let role = if manifest.kind == "export" {
-        "schema"
-    } else {
-        "dump"
-    };
-    let object = manifest
-        .object(role)
-        .cloned()
-        .ok_or_else(|| RestoreError::MissingObject {
-            id: manifest.id.clone(),
-            job: manifest.job.clone(),
-            role,
-        })?;
-    if manifest.kind == "export" {
-        export::check_options(&manifest, &options)?;
-    } else if !options.tables.is_empty() || options.schema_from.is_some() || options.allow_drift {
-        return Err(RestoreError::Usage(
-            "--tables, --schema-from and --allow-drift apply to export backups only".into(),
-        ));
-    }
-    let target = Target::resolve(&options.target, None)?;
-    let mut create_database = false;
-    let mut replace_database = false;
-    match target.connect().await {
-        Ok(client) => {
-            let found = pg::user_relations(&client, &target, 5).await?;
-            if !found.is_empty() && !options.clean {
-                return Err(RestoreError::TargetNotEmpty {
-                    database: target.dbname().to_string(),
-                    examples: found.join(", "),
-                });
-            }
-            replace_database = !found.is_empty();
-        }
-        Err(e) if e.is_missing_database() && options.create => create_database = true,
-        Err(e) if e.is_missing_database() => {
-            return Err(RestoreError::MissingDatabase {
-                database: target.dbname().to_string(),
-            });
-        }
-        Err(e) => return Err(e.into()),
-    }
-    Ok(RestorePlan {
-        manifest,
-        target,
-        object,
-        create_database,
-        replace_database,
-        options,
-    })
-}
-
-/// Carries out a plan.
-///
-/// # Errors
-/// `RestoreError`; with `--jobs 1` a damaged object is detected before pg_restore can commit,
-/// and its single transaction is rolled back.
-pub async fn apply(
-    store: &dyn ObjectStore,
-    plan: RestorePlan,
-) -> Result<RestoreReport, RestoreError> {
-    let started = std::time::Instant::now();
-    if plan.replace_database {
-        recreate_database(&plan.target).await?;
-    } else if plan.create_database {
-        create_database(&plan.target).await?;
-    }
-    let raw_bytes = if plan.manifest.kind == "export" {
-        export::apply(store, &plan).await?
-    } else {
-        dump::apply(store, &plan).await?
-    };
-    Ok(RestoreReport {
-        backup: plan.manifest.id.clone(),
-        job: plan.manifest.job.clone(),
-        database: plan.target.dbname().to_string(),
-        raw_bytes,
-        duration: started.elapsed(),
-    })
-}
-
-/// Drops the target database and creates it anew with the same owner, encoding and locale:
-/// what `--clean` means, so that nothing of the old contents survives next to the backup's.
-async fn recreate_database(target: &Target) -> Result<(), RestoreError> {
-    let (admin, client) = maintenance_connection(target).await?;
-    let query = |what: &'static str| {
-        let t = admin.describe();
-        move |e: tokio_postgres::Error| PgError::Query {
-            what,
-            target: t.clone(),
-            reason: pg::describe_error(&e),
-        }
-    };
-    let row = client
-        .query_one(
-            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype              FROM pg_database WHERE datname = $1",
-            &[&target.dbname()],
-        )
-        .await
-        .map_err(query("reading the target database's settings"))?;
-    let (owner, encoding, collate, ctype): (String, String, String, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    let name = pg::quote_ident(target.dbname());
-    tracing::warn!(database = %target.dbname(), "--clean: dropping and recreating the target database");
-    client
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .await
-        .map_err(query("DROP DATABASE"))?;
-    client
-        .batch_execute(&format!(
-            "CREATE DATABASE {name} OWNER {} ENCODING {} LC_COLLATE {} LC_CTYPE {} TEMPLATE template0",
-            pg::quote_ident(&owner),
-            pg::quote_literal(&encoding),
-            pg::quote_literal(&collate),
-            pg::quote_literal(&ctype),
-        ))
-        .await
-        .map_err(query("CREATE DATABASE"))?;
-    Ok(())
-}
-
-/// A connection to the target's server through its `postgres` database, or `template1`.
-async fn maintenance_connection(
-    target: &Target,
-) -> Result<(Target, tokio_postgres::Client), RestoreError> {
-    let mut last = None;
-    for maintenance in ["postgres", "template1"] {
-        let admin = target.with_dbname(maintenance);
-        match admin.connect().await {
-            Ok(client) => return Ok((admin, client)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.expect("tried at least once").into())
-}
-
-/// Creates the target database from template0 (a clean slate, as pg_dump output expects),
-/// through the server's `postgres` database, or `template1` when that is missing.
-async fn create_database(target: &Target) -> Result<(), RestoreError> {
-    let (admin, client) = maintenance_connection(target).await?;
-    let sql = format!(
-        "CREATE DATABASE {} TEMPLATE template0",
-        pg::quote_ident(target.dbname())
-    );
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| PgError::Query {
-            what: "CREATE DATABASE",
-            target: admin.describe(),
-            reason: pg::describe_error(&e),
-        })?;
-    tracing::info!(database = %target.dbname(), "created the target database");
-    Ok(())
+    /// What happened to what the target held before, for people.
+    pub previous: String,
 }

@@ -174,11 +174,11 @@ mod tests {
     fn table(name: &str, raw_bytes: u64) -> ObjectEntry {
         ObjectEntry {
             key: format!("tables/{name}.copy"),
-            role: "table".into(),
+            role: crate::manifest::ObjectRole::Table,
             table: Some(name.into()),
             rows: Some(0),
             columns: Vec::new(),
-            compression: "none".into(),
+            compression: crate::manifest::ObjectCodec::None,
             raw_bytes,
             stored_bytes: raw_bytes,
             sha256: String::new(),

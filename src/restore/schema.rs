@@ -8,45 +8,60 @@ use tokio_postgres::Client;
 
 use super::RestoreError;
 use crate::manifest::{Column, ObjectEntry};
-use crate::pg::{PgError, Target, describe_error, introspect};
-use crate::source::{Running, Tool};
+use crate::pg::{PgError, Target, introspect};
+use crate::process::{Running, Tool};
 
-/// The staged schema archive of an export and how to apply it to the target.
-pub(super) struct SchemaArchive<'a> {
-    pub tool: &'a Tool,
-    pub target: &'a Target,
-    pub path: &'a Path,
+/// The staged (verified, decoded) schema archive of an export, and how to apply it.
+#[derive(Debug)]
+pub(super) struct SchemaArchive {
+    pub tool: Tool,
+    pub file: tempfile::NamedTempFile,
     pub no_owner: bool,
 }
 
-impl SchemaArchive<'_> {
-    /// Runs `pg_restore --section=SECTION`, optionally through a filtered table of contents:
-    /// in one transaction, or with `jobs` > 1 on that many parallel sessions (post-data:
-    /// indexes and constraints are then built side by side, as `pg_restore --jobs` does for a
-    /// full restore).
+impl SchemaArchive {
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// Runs `pg_restore --section=SECTION` into `target`, optionally through a filtered table
+    /// of contents: in one transaction, or with `jobs` > 1 on that many parallel sessions
+    /// (post-data: indexes and constraints are then built side by side, as
+    /// `pg_restore --jobs` does for a full restore).
     pub async fn restore(
         &self,
+        target: &Target,
         section: &str,
         list: Option<&Path>,
         jobs: u32,
     ) -> Result<(), RestoreError> {
-        tracing::info!(section, jobs, target = %self.target.describe(), "restoring the captured schema");
-        self.run(section, list, jobs).await
+        tracing::info!(section, jobs, target = %target.describe(), "restoring the captured schema");
+        self.run(target, section, list, jobs).await
     }
 
     /// Runs exactly the post-data entries `lines` (lines of `pg_restore --list`), in one
     /// transaction.
-    pub async fn restore_entries(&self, lines: &[&str]) -> Result<(), RestoreError> {
+    pub async fn restore_entries(
+        &self,
+        target: &Target,
+        lines: &[&str],
+    ) -> Result<(), RestoreError> {
         let mut list = String::new();
         for line in lines {
             let _ = writeln!(list, "{line}");
         }
         let file = write_list(&list)?;
         tracing::debug!(entries = ?lines, "restoring post-data entries");
-        self.run("post-data", Some(file.path()), 1).await
+        self.run(target, "post-data", Some(file.path()), 1).await
     }
 
-    async fn run(&self, section: &str, list: Option<&Path>, jobs: u32) -> Result<(), RestoreError> {
+    async fn run(
+        &self,
+        target: &Target,
+        section: &str,
+        list: Option<&Path>,
+        jobs: u32,
+    ) -> Result<(), RestoreError> {
         let mut args = vec![
             "--exit-on-error".to_string(),
             "--no-password".to_string(),
@@ -56,10 +71,7 @@ impl SchemaArchive<'_> {
                 "--single-transaction".to_string()
             },
             format!("--section={section}"),
-            format!(
-                "--dbname={}",
-                super::dump::dbname_conninfo(self.target.dbname())
-            ),
+            format!("--dbname={}", super::dump::dbname_conninfo(target.dbname())),
         ];
         if self.no_owner {
             args.push("--no-owner".to_string());
@@ -67,8 +79,8 @@ impl SchemaArchive<'_> {
         if let Some(l) = list {
             args.push(format!("--use-list={}", l.display()));
         }
-        args.push(self.path.display().to_string());
-        let mut env = self.target.child_env();
+        args.push(self.path().display().to_string());
+        let mut env = target.child_env();
         if section == "post-data" {
             // Index builds sort in memory instead of spilling to disk, as the data load does;
             // the target's own `options` come first and are kept.
@@ -97,22 +109,8 @@ impl SchemaArchive<'_> {
         if let Some(section) = section {
             args.push(format!("--section={section}"));
         }
-        args.push(self.path.display().to_string());
-        let out = self.tool.command(&args, &[]).output().await.map_err(|e| {
-            crate::source::SourceError::Spawn {
-                program: "pg_restore --list".into(),
-                reason: e.to_string(),
-            }
-        })?;
-        if !out.status.success() {
-            return Err(crate::source::SourceError::Failed {
-                program: "pg_restore --list".into(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }
-            .into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        args.push(self.path().display().to_string());
+        Ok(self.tool.capture(&args, &[]).await?)
     }
 
     /// The archive's table of contents with the entries `keep` rejects commented out, written
@@ -134,10 +132,7 @@ impl SchemaArchive<'_> {
 }
 
 fn write_list(list: &str) -> Result<tempfile::NamedTempFile, RestoreError> {
-    let fail = |e: std::io::Error| RestoreError::Load {
-        table: String::new(),
-        reason: format!("writing a restore list: {e}"),
-    };
+    let fail = |e: std::io::Error| RestoreError::Step(format!("writing a restore list: {e}"));
     let file = tempfile::NamedTempFile::new().map_err(fail)?;
     std::fs::write(file.path(), list).map_err(fail)?;
     Ok(file)
@@ -215,18 +210,23 @@ pub(super) async fn drift(
         let oid: Option<u32> = client
             .query_one("SELECT to_regclass($1)::oid", &[&name])
             .await
-            .map_err(|e| PgError::Query {
-                what: "looking up a table",
-                target: String::new(),
-                reason: describe_error(&e),
-            })?
+            .map_err(|e| PgError::query("looking up a table", "", e))?
             .get(0);
         let Some(oid) = oid else {
             missing.push(name);
             continue;
         };
         let mut found = introspect::table_columns(client, &[oid]).await?;
-        let actual = found.remove(&oid).unwrap_or_default();
+        let actual: Vec<Column> = found
+            .remove(&oid)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| Column {
+                name: c.name,
+                type_name: c.type_name,
+                generated: c.generated,
+            })
+            .collect();
         diff.extend(column_diff(&name, &object.columns, &actual));
     }
     Ok((missing, diff))

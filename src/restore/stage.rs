@@ -1,5 +1,6 @@
-//! Shared restore steps: verified staging of an archive to a local temp file, locating
-//! pg_restore, and reading one object as verified, decoded chunks.
+//! Reading a backup's objects for a restore: verified staging of an archive to a local temp
+//! file, reading one object as verified, decoded chunks, and locating pg_restore. A read that
+//! fails because the store could not be read is reported as such, never as damage.
 
 use std::path::Path;
 
@@ -8,102 +9,100 @@ use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use super::{RestoreError, RestorePlan};
+use super::RestoreError;
 use crate::codec::Compression;
 use crate::manifest::{Manifest, ObjectEntry};
-use crate::source::{SourceError, Tool};
-use crate::store::ObjectStore;
-use crate::transfer::{self, Expected};
+use crate::process::Tool;
+use crate::repository::Repository;
+use crate::store::StoreError;
+use crate::transfer;
 
-/// The codec and verification data of an object.
-pub(super) fn expectations(
-    manifest: &Manifest,
-    object: &ObjectEntry,
-) -> Result<(Compression, Expected), RestoreError> {
-    let compression = Compression::from_manifest_name(&object.compression).ok_or_else(|| {
+/// The codec an object needs.
+pub(super) fn codec(object: &ObjectEntry) -> Result<Compression, RestoreError> {
+    object.compression.compression().ok_or_else(|| {
         RestoreError::Damaged(std::io::Error::other(format!(
-            "object {} uses unknown compression '{}'",
+            "object {} uses compression '{}', which this version of pgkeep cannot decode",
             object.key, object.compression
         )))
-    })?;
-    let expected = Expected {
-        key: manifest.key_of(&object.key),
-        stored_bytes: object.stored_bytes,
-        sha256: object.sha256.clone(),
-    };
-    Ok((compression, expected))
+    })
 }
 
 /// pg_restore at least as new as the pg_dump that wrote the backup.
 pub(super) async fn pg_restore(manifest: &Manifest) -> Result<Tool, RestoreError> {
-    let dump_major = manifest
-        .pg_dump_version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .unwrap_or(0);
+    let dump_major = manifest.pg_dump_major();
     let tool = Tool::locate(
         "pg_restore",
         None,
-        Some(dump_major.max(manifest.server_version_num / 10000)),
+        Some(dump_major.max(manifest.server_major())),
     )
     .await?;
     tool.require_at_least(dump_major, &manifest.pg_dump_version)?;
     Ok(tool)
 }
 
-/// Downloads, verifies and decodes `object` into a temp file (for tools that need to seek).
-/// Nothing is returned unless the whole object matched its manifest entry.
+/// What a failed read of an object means: the store's trouble (it could not be read; the
+/// object may be intact), damage (its bytes are not the recorded ones), or a local failure.
+pub(super) fn read_error(e: std::io::Error) -> RestoreError {
+    if crate::error::wraps::<StoreError>(&e) {
+        return RestoreError::Store(StoreError::from_read("", e));
+    }
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
+            RestoreError::Damaged(e)
+        }
+        _ => RestoreError::Step(format!("reading a backup object: {e}")),
+    }
+}
+
+/// Downloads, verifies and decodes `object` into a temp file in `dir` (for tools that need to
+/// seek). Nothing is returned unless the whole object matched its manifest entry.
 pub(super) async fn stage(
-    store: &dyn ObjectStore,
-    plan: &RestorePlan,
+    repo: &Repository,
+    manifest: &Manifest,
     object: &ObjectEntry,
+    dir: &Path,
 ) -> Result<NamedTempFile, RestoreError> {
-    let (compression, expected) = expectations(&plan.manifest, object)?;
-    let dir = plan
-        .options
-        .staging_dir
-        .clone()
-        .unwrap_or_else(std::env::temp_dir);
+    let compression = codec(object)?;
+    let expected = Repository::expected(manifest, object);
     let staged = tempfile::Builder::new()
         .prefix("pgkeep-restore-")
-        .tempfile_in(&dir)
-        .map_err(|e| staging_error(&dir, &e))?;
-    let file = staged.reopen().map_err(|e| staging_error(&dir, &e))?;
-    let source = SyncIoBridge::new(store.get(&expected.key).await?);
+        .tempfile_in(dir)
+        .map_err(|e| staging_error(dir, &e))?;
+    let file = staged.reopen().map_err(|e| staging_error(dir, &e))?;
+    let source = SyncIoBridge::new(repo.read(manifest, object).await?);
     let raw = object.raw_bytes;
+    let mut out = std::io::BufWriter::new(file);
     tokio::task::spawn_blocking(move || {
-        transfer::copy_verified(
-            source,
-            expected,
-            compression,
-            raw,
-            std::io::BufWriter::new(file),
-        )
+        transfer::copy_verified(source, expected, compression, raw, &mut out)
     })
     .await
-    .map_err(|e| RestoreError::Damaged(std::io::Error::other(e.to_string())))?
-    .map_err(RestoreError::Damaged)?;
+    .map_err(|e| RestoreError::Step(format!("staging stopped: {e}")))?
+    .map_err(|e| {
+        if e.get_ref().is_none() && !matches!(e.kind(), std::io::ErrorKind::InvalidData) {
+            staging_error(dir, &e)
+        } else {
+            read_error(e)
+        }
+    })?;
     Ok(staged)
 }
 
 fn staging_error(dir: &Path, e: &std::io::Error) -> RestoreError {
-    RestoreError::Source(SourceError::Spawn {
-        program: format!("staging in {}", dir.display()),
-        reason: e.to_string(),
-    })
+    RestoreError::Step(format!("staging in {}: {e}", dir.display()))
 }
 
 /// Streams an object's verified, decoded content as chunks. The last chunk is sent only
-/// after the whole object matched its manifest entry; on damage the channel ends with an
-/// error instead, so a consumer that commits on a clean end never commits damaged data.
+/// after the whole object matched its manifest entry; on damage (or a read that failed) the
+/// channel ends with an error instead, so a consumer that commits on a clean end never commits
+/// damaged data.
 pub(super) async fn decoded_chunks(
-    store: &dyn ObjectStore,
+    repo: &Repository,
     manifest: &Manifest,
     object: &ObjectEntry,
 ) -> Result<mpsc::Receiver<Result<Bytes, std::io::Error>>, RestoreError> {
-    let (compression, expected) = expectations(manifest, object)?;
-    let source = SyncIoBridge::new(store.get(&expected.key).await?);
+    let compression = codec(object)?;
+    let expected = Repository::expected(manifest, object);
+    let source = SyncIoBridge::new(repo.read(manifest, object).await?);
     let (tx, rx) = mpsc::channel(4);
     let raw = object.raw_bytes;
     tokio::task::spawn_blocking(move || {

@@ -12,7 +12,6 @@ use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 
 use crate::config::RawRetention;
-use crate::manifest::Manifest;
 
 /// A validated retention policy: at least one rule keeps something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,15 +118,6 @@ impl Period {
 pub struct BackupRef {
     pub id: String,
     pub started_at: DateTime<Utc>,
-}
-
-impl From<&Manifest> for BackupRef {
-    fn from(m: &Manifest) -> Self {
-        BackupRef {
-            id: m.id.clone(),
-            started_at: m.started_at,
-        }
-    }
 }
 
 /// Why a backup is kept.

@@ -11,14 +11,16 @@ use tokio::sync::Mutex;
 use tokio_postgres::Client;
 use tokio_util::io::StreamReader;
 
-use crate::codec::Compression;
 use crate::config::Job;
-use crate::manifest::{LargeObjects, MaterializedView, ObjectEntry, SequenceState, object_key};
+use crate::manifest::{
+    Column, LargeObjects, MaterializedView, ObjectEntry, ObjectRole, SequenceState,
+};
 use crate::pg::introspect::{self, TableInfo};
-use crate::pg::{PgError, Target, describe_error};
-use crate::source::{Running, SourceError, TablePattern, Tool, selected};
-use crate::store::ObjectStore;
-use crate::transfer::{self, UploadError};
+use crate::pg::{DbError, PgError, Target};
+use crate::process::{ChildError, Running, Tool};
+use crate::repository::Run;
+use crate::source::{TablePattern, selected};
+use crate::transfer::UploadError;
 
 /// Session settings that make COPY's text output exact and independent of the server's
 /// configuration (the same ones pg_dump uses).
@@ -47,36 +49,56 @@ pub struct Exported {
 pub enum ExportError {
     #[error(transparent)]
     Pg(#[from] PgError),
-    #[error("exporting table {table}: {cause}")]
-    Table { table: String, cause: UploadError },
-    #[error("capturing the schema: {0}")]
-    Schema(UploadError),
+    #[error("exporting table {table}")]
+    Table {
+        table: String,
+        #[source]
+        cause: UploadError,
+    },
+    #[error("reading table {table}")]
+    Copy {
+        table: String,
+        #[source]
+        source: DbError,
+    },
+    #[error("capturing the schema")]
+    Schema(#[source] UploadError),
     #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error("the snapshot-holding connection failed before the export finished: {0}")]
-    Coordinator(String),
+    Child(#[from] ChildError),
+    #[error("the snapshot-holding connection failed before the export finished")]
+    Coordinator(#[source] DbError),
     #[error("no table matches the job's include/exclude patterns")]
     NothingSelected,
 }
 
-/// Runs the export of `job` into `<job>/<id>/`.
+impl ExportError {
+    /// Whether running the job again soon may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExportError::Pg(e) => e.is_retryable(),
+            ExportError::Table { cause, .. } | ExportError::Schema(cause) => cause.is_retryable(),
+            ExportError::Copy { source, .. } | ExportError::Coordinator(source) => {
+                source.is_retryable()
+            }
+            ExportError::Child(_) | ExportError::NothingSelected => false,
+        }
+    }
+}
+
+/// Runs the export of `job` into the objects of `run`.
 ///
 /// # Errors
 /// `ExportError`; whatever was stored is left for the caller to discard.
 pub async fn run(
     job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
+    run: &Run,
     target: &Target,
     pg_dump: &Tool,
 ) -> Result<Exported, ExportError> {
+    let id = run.id();
     let pg = |what: &'static str| {
         let t = target.describe();
-        move |e: tokio_postgres::Error| PgError::Query {
-            what,
-            target: t.clone(),
-            reason: describe_error(&e),
-        }
+        move |e: tokio_postgres::Error| PgError::query(what, &t, e)
     };
     let coordinator = target.connect().await?;
     coordinator
@@ -111,7 +133,14 @@ pub async fn run(
             included: false,
         }
     });
-    let materialized_views = introspect::materialized_views(&coordinator).await?;
+    let materialized_views = introspect::materialized_views(&coordinator)
+        .await?
+        .into_iter()
+        .map(|m| MaterializedView {
+            name: m.name,
+            populated: m.populated,
+        })
+        .collect();
     let migration_version = match &job.export.migrations {
         Some(m) => introspect::migration_version(&coordinator, &m.table).await?,
         None => None,
@@ -120,8 +149,8 @@ pub async fn run(
         workers = job.export.parallel, "exporting tables in one snapshot");
 
     let schema_name = format!("schema.pgdump{}", job.compression.suffix());
-    let schema = capture_schema(job, store, id, target, pg_dump, &snapshot, &schema_name);
-    let data = export_tables(job, store, id, target, &snapshot, tables);
+    let schema = capture_schema(job, run, target, pg_dump, &snapshot, &schema_name);
+    let data = export_tables(job, run, target, &snapshot, tables);
     let (schema, data) = tokio::join!(schema, data);
     let schema = schema?;
     let mut tables = data?;
@@ -130,7 +159,7 @@ pub async fn run(
     coordinator
         .batch_execute("COMMIT")
         .await
-        .map_err(|e| ExportError::Coordinator(describe_error(&e)))?;
+        .map_err(|e| ExportError::Coordinator(DbError(e)))?;
 
     tables.sort_by_key(|(index, _)| *index);
     let mut objects = vec![schema];
@@ -202,8 +231,7 @@ async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>, ExportErr
 /// pg_dump --schema-only in the exported snapshot.
 async fn capture_schema(
     job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
+    run: &Run,
     target: &Target,
     pg_dump: &Tool,
     snapshot: &str,
@@ -222,29 +250,23 @@ async fn capture_schema(
     let (running, stdout) =
         Running::spawn_reader(pg_dump.name, pg_dump.command(&args, &target.child_env()))?;
     let verdict = async move { running.finish().await.map(|_| ()) };
-    let key = object_key(&job.name, id, name);
-    let stored = transfer::upload(store, &key, stdout, job.compression, false, verdict)
-        .await
-        .map_err(ExportError::Schema)?;
-    Ok(ObjectEntry {
-        key: name.to_string(),
-        role: "schema".into(),
-        table: None,
-        rows: None,
-        columns: Vec::new(),
-        compression: job.compression.name().to_string(),
-        raw_bytes: stored.raw_bytes,
-        stored_bytes: stored.stored_bytes,
-        sha256: stored.sha256,
-    })
+    run.put(
+        name,
+        ObjectRole::Schema,
+        stdout,
+        job.compression,
+        false,
+        verdict,
+    )
+    .await
+    .map_err(ExportError::Schema)
 }
 
 /// Runs `job.export.parallel` workers over a shared queue, biggest tables first. The first
 /// failure stops the others (their uploads are abandoned when their futures are dropped).
 async fn export_tables(
     job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
+    run: &Run,
     target: &Target,
     snapshot: &str,
     tables: Vec<TableInfo>,
@@ -260,13 +282,13 @@ async fn export_tables(
             loop {
                 let next = queue.lock().await.pop_front();
                 let Some((index, table)) = next else { break };
-                let entry = export_table(&client, job, store, id, index, &table).await?;
+                let entry = export_table(&client, job, run, index, &table).await?;
                 done.push((index, entry));
             }
             client
                 .batch_execute("COMMIT")
                 .await
-                .map_err(|e| ExportError::Coordinator(describe_error(&e)))?;
+                .map_err(|e| ExportError::Coordinator(DbError(e)))?;
             Ok::<_, ExportError>(done)
         }
     });
@@ -284,11 +306,7 @@ async fn worker_connection(target: &Target, snapshot: &str) -> Result<Client, Ex
     client
         .batch_execute(&sql)
         .await
-        .map_err(|e| PgError::Query {
-            what: "importing the snapshot",
-            target: target.describe(),
-            reason: describe_error(&e),
-        })?;
+        .map_err(|e| PgError::query("importing the snapshot", &target.describe(), e))?;
     Ok(client)
 }
 
@@ -296,8 +314,7 @@ async fn worker_connection(target: &Target, snapshot: &str) -> Result<Client, Ex
 async fn export_table(
     client: &Client,
     job: &Job,
-    store: &dyn ObjectStore,
-    id: &str,
+    run: &Run,
     index: usize,
     table: &TableInfo,
 ) -> Result<ObjectEntry, ExportError> {
@@ -308,14 +325,11 @@ async fn export_table(
     } else {
         format!("COPY {qualified} ({}) TO STDOUT", columns.join(", "))
     };
-    let fail = |cause: UploadError| ExportError::Table {
+    let fail = |cause: UploadError| table_error(&qualified, cause);
+    let stream = client.copy_out(&sql).await.map_err(|e| ExportError::Copy {
         table: qualified.clone(),
-        cause,
-    };
-    let stream = client
-        .copy_out(&sql)
-        .await
-        .map_err(|e| fail(UploadError::Read(std::io::Error::other(describe_error(&e)))))?;
+        source: DbError(e),
+    })?;
     let rows = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&rows);
     // COPY yields one message per row: rows already received travel on together, so the
@@ -326,9 +340,7 @@ async fn export_table(
             let mut joined =
                 bytes::BytesMut::with_capacity(batch.iter().flatten().map(bytes::Bytes::len).sum());
             for row in batch {
-                joined.extend_from_slice(
-                    &row.map_err(|e| std::io::Error::other(describe_error(&e)))?,
-                );
+                joined.extend_from_slice(&row.map_err(copy_read_error)?);
             }
             let n = memchr::memchr_iter(b'\n', &joined).count() as u64;
             counter.fetch_add(n, Ordering::Relaxed);
@@ -340,34 +352,56 @@ async fn export_table(
         file_safe(&table.schema, &table.name),
         job.compression.suffix()
     );
-    let key = object_key(&job.name, id, &name);
-    let stored = transfer::upload(
-        store,
-        &key,
-        StreamReader::new(bytes),
-        job.compression,
-        true,
-        async { Ok(()) },
-    )
-    .await
-    .map_err(fail)?;
+    let mut entry = run
+        .put(
+            &name,
+            ObjectRole::Table,
+            StreamReader::new(bytes),
+            job.compression,
+            true,
+            async { Ok(()) },
+        )
+        .await
+        .map_err(fail)?;
     let rows = rows.load(Ordering::Relaxed);
-    tracing::debug!(table = %qualified, rows, bytes = stored.stored_bytes, "table exported");
-    Ok(ObjectEntry {
-        key: name,
-        role: "table".into(),
-        table: Some(qualified),
-        rows: Some(rows),
-        columns: table.columns.clone(),
-        compression: compression_name(job.compression),
-        raw_bytes: stored.raw_bytes,
-        stored_bytes: stored.stored_bytes,
-        sha256: stored.sha256,
-    })
+    tracing::debug!(table = %qualified, rows, bytes = entry.stored_bytes, "table exported");
+    entry.table = Some(qualified);
+    entry.rows = Some(rows);
+    entry.columns = table
+        .columns
+        .iter()
+        .map(|c| Column {
+            name: c.name.clone(),
+            type_name: c.type_name.clone(),
+            generated: c.generated,
+        })
+        .collect();
+    Ok(entry)
 }
 
-fn compression_name(c: Compression) -> String {
-    c.name().to_string()
+/// A COPY stream's failure as the I/O error the compressor reads, keeping the database error
+/// (and its SQLSTATE) inside, so `table_error` can take it out again.
+fn copy_read_error(e: tokio_postgres::Error) -> std::io::Error {
+    std::io::Error::other(DbError(e))
+}
+
+/// The error of a failed table upload: the database's own when the COPY stream failed (a
+/// terminated backend, a lost connection), else the upload's.
+fn table_error(table: &str, cause: UploadError) -> ExportError {
+    if let UploadError::Read(e) = &cause
+        && crate::error::wraps::<DbError>(e)
+        && let UploadError::Read(e) = cause
+    {
+        let inner = e.into_inner().expect("checked above");
+        return ExportError::Copy {
+            table: table.to_string(),
+            source: *inner.downcast::<DbError>().expect("checked above"),
+        };
+    }
+    ExportError::Table {
+        table: table.to_string(),
+        cause,
+    }
 }
 
 /// A readable, file-system-safe rendering of a table name for object keys.

@@ -97,6 +97,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A read of `key`'s body failed: the store's own error when the reader carries one (a
+    /// transport fault the store could not get past), else the I/O error at `key`.
+    pub fn from_read(key: &str, e: std::io::Error) -> StoreError {
+        if crate::error::wraps::<StoreError>(&e) {
+            let inner = e.into_inner().expect("checked above");
+            return *inner.downcast::<StoreError>().expect("checked above");
+        }
+        StoreError::Io {
+            location: key.to_string(),
+            source: e,
+        }
+    }
+
     /// Whether retrying the same operation later may succeed (network trouble, throttling, 5xx).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -15,6 +15,7 @@ mod blocks;
 use blocks::gzip_blocks;
 
 use crate::codec::Compression;
+use crate::process::ChildError;
 use crate::store::{ObjectStore, StoreError};
 
 /// Size of the chunks handed to the store, and of reads from the source.
@@ -35,15 +36,23 @@ pub struct Stored {
 pub enum UploadError {
     /// The producer of the data failed (pg_dump exited non-zero, was killed...).
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(#[from] ChildError),
     #[error("the source produced no data")]
     Empty,
-    #[error("reading the source failed: {0}")]
-    Read(io::Error),
-    #[error("compression failed: {0}")]
-    Compress(io::Error),
+    #[error("reading the source failed")]
+    Read(#[source] io::Error),
+    #[error("compression failed")]
+    Compress(#[source] io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl UploadError {
+    /// Whether another attempt may succeed: only the store's transient trouble qualifies (a
+    /// failed producer or bad data fails the same way again).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, UploadError::Store(e) if e.is_retryable())
+    }
 }
 
 /// Compresses `input` with `compression` and stores it under `key`. The object is only
@@ -52,8 +61,9 @@ pub enum UploadError {
 /// left under `key`.
 ///
 /// # Errors
-/// The first failing stage, source first: a failed producer explains a broken store stream,
-/// not the other way round.
+/// The first failing stage: a failed producer explains a broken store stream, except when the
+/// producer died of SIGPIPE because the store side stopped reading first; then the store's
+/// error is the cause and the producer's death only its echo.
 pub async fn upload<R, V>(
     store: &dyn ObjectStore,
     key: &str,
@@ -64,7 +74,7 @@ pub async fn upload<R, V>(
 ) -> Result<Stored, UploadError>
 where
     R: AsyncRead + Send + Unpin + 'static,
-    V: Future<Output = Result<(), crate::source::SourceError>>,
+    V: Future<Output = Result<(), ChildError>>,
 {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
@@ -83,7 +93,13 @@ where
     let compressed = producer
         .await
         .unwrap_or_else(|e| Err(ProduceError::Io(io::Error::other(e.to_string()))));
-    verdict_result?;
+    match (verdict_result, &put_result) {
+        (Err(child), Err(store)) if child.died_of_broken_pipe() && !is_source_error(store) => {
+            tracing::debug!(error = %child, "the producer died of SIGPIPE after the upload failed");
+        }
+        (Err(child), _) => return Err(UploadError::Source(child)),
+        (Ok(()), _) => {}
+    }
     let (raw_bytes, stored_bytes, sha256) = match compressed {
         Ok(v) => v,
         Err(ProduceError::Empty) => return Err(UploadError::Empty),
@@ -115,6 +131,11 @@ where
         stored_bytes,
         sha256,
     })
+}
+
+/// Whether the store failed only because the data it was reading failed (not a cause of its own).
+fn is_source_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Source { .. })
 }
 
 enum ProduceError {
@@ -323,6 +344,9 @@ impl<R: Read> Read for VerifyingReader<R> {
 ///
 /// # Errors
 /// Any read, verification, decode or write error; the held-back tail is then never written.
+/// Damage (size, sha256, decoding) is `InvalidData` naming the object; a failure of the stored
+/// reader itself (the store could not be read) is passed on as it came, so it is never taken
+/// for damage.
 pub fn copy_verified(
     stored: impl Read,
     expected: Expected,
@@ -346,14 +370,18 @@ pub fn copy_verified(
     let mut written = 0u64;
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + HOLD);
     {
-        let mut decoder = compression.decoder(&mut verifier, raw_bytes);
+        let mut latch = Latch::new(&mut verifier);
+        let mut decoder = compression.decoder(&mut latch, raw_bytes);
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = match decoder.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(damaged(e)),
+                Err(e) => {
+                    drop(decoder);
+                    return Err(if latch.failed { e } else { damaged(e) });
+                }
             };
             pending.extend_from_slice(&buf[..n]);
             if pending.len() > HOLD {
@@ -369,7 +397,7 @@ pub fn copy_verified(
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "decoded {} bytes but the manifest records {raw_bytes}",
+                "object {key} is damaged: it decodes to {} bytes but the manifest records {raw_bytes}",
                 written + pending.len() as u64
             ),
         ));
@@ -377,6 +405,32 @@ pub fn copy_verified(
     out.write_all(&pending)?;
     out.flush()?;
     Ok(written + pending.len() as u64)
+}
+
+/// Remembers whether the reader below a decoder failed, to tell a stored-bytes problem (size,
+/// sha256, or the store's own read error) from a decoding one.
+pub struct Latch<R> {
+    inner: R,
+    pub failed: bool,
+}
+
+impl<R> Latch<R> {
+    pub fn new(inner: R) -> Self {
+        Latch {
+            inner,
+            failed: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Latch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@ use std::path::Path;
 use tokio_util::io::SyncIoBridge;
 
 use crate::codec::Compression;
-use crate::commands::human_bytes;
 use crate::config::Config;
-use crate::manifest::{self, MANIFEST_NAME, Manifest, ObjectEntry};
-use crate::source::{Running, SourceError, Tool};
-use crate::store::{ObjectStore, StoreError};
-use crate::transfer::{Expected, VerifyingReader};
+use crate::human;
+use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
+use crate::process::{ChildError, Running, Tool};
+use crate::repository::Repository;
+use crate::store::StoreError;
+use crate::transfer::{Expected, Latch, VerifyingReader};
 
 /// Size of the reads from the decoder.
 const CHUNK: usize = 256 * 1024;
@@ -26,7 +27,8 @@ const CHUNK: usize = 256 * 1024;
 pub enum ObjectDamage {
     #[error("missing from the store")]
     Missing,
-    #[error("cannot open it: {0}")]
+    /// The store could not be read (after its retries): the object may well be intact.
+    #[error("cannot be read from the store (the object may be intact): {}", crate::error::report(.0))]
     Store(StoreError),
     /// Wrong size or sha256, or the read itself failed; the message names the object.
     #[error("{0}")]
@@ -47,7 +49,7 @@ pub enum ObjectDamage {
     #[error("the manifest records no row count for this table object")]
     NoRowCount,
     #[error("pg_restore --list cannot read the archive: {0}")]
-    Archive(SourceError),
+    Archive(ChildError),
     #[error("cannot run pg_restore to check the archive: {0}")]
     NoTool(String),
 }
@@ -66,6 +68,11 @@ impl ObjectCheck {
     pub fn is_ok(&self) -> bool {
         self.outcome.is_ok()
     }
+
+    /// Whether it could not be checked because the store could not be read.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(self.outcome, Err(ObjectDamage::Store(_)))
+    }
 }
 
 impl fmt::Display for ObjectCheck {
@@ -78,18 +85,45 @@ impl fmt::Display for ObjectCheck {
                 let why = e.to_string();
                 let prefix = format!("object {} ", self.key);
                 let why = why.strip_prefix(&prefix).unwrap_or(&why);
-                write!(f, "DAMAGED  {} ({}): {why}", self.key, self.role)
+                let verdict = if self.is_unreadable() {
+                    "UNREAD "
+                } else {
+                    "DAMAGED"
+                };
+                write!(f, "{verdict}  {} ({}): {why}", self.key, self.role)
             }
         }
     }
 }
 
-/// Damage found by a verification: exit code 1, naming every damaged object.
+/// Damage found by a verification, or objects it could not read: exit code 1, naming each.
 #[derive(Debug, thiserror::Error)]
-#[error("verify found damage in {} of {checked} objects: {}", .damaged.len(), .damaged.join(", "))]
+#[error("{}", describe_failure(.checked, .damaged, .unreadable))]
 pub struct VerifyFailed {
     pub checked: usize,
     pub damaged: Vec<String>,
+    /// Objects the store could not deliver: not known to be damaged.
+    pub unreadable: Vec<String>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // thiserror passes fields by reference
+fn describe_failure(checked: &usize, damaged: &[String], unreadable: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !damaged.is_empty() {
+        parts.push(format!(
+            "verify found damage in {} of {checked} objects: {}",
+            damaged.len(),
+            damaged.join(", ")
+        ));
+    }
+    if !unreadable.is_empty() {
+        parts.push(format!(
+            "verify could not read {} of {checked} objects from the store (they may be intact; try again): {}",
+            unreadable.len(),
+            unreadable.join(", ")
+        ));
+    }
+    parts.join("; ")
 }
 
 /// The backups a verification covers.
@@ -109,64 +143,75 @@ pub enum Selection {
 /// when the backups cannot even be listed.
 pub async fn verify(
     config: &Config,
-    store: &dyn ObjectStore,
+    repo: &Repository,
     selection: Selection,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut tools = Tools::default();
     let mut checked = 0usize;
     let mut damaged = Vec::new();
+    let mut unreadable = Vec::new();
     let mut backups = 0usize;
     let manifests = match selection {
-        Selection::Backups(list) => list.into_iter().map(Ok).collect(),
-        Selection::All { job } => committed(store, job.as_deref()).await?,
-    };
-    if manifests.is_empty() {
-        let _ = writeln!(out, "no committed backups in {}", store.describe());
-    }
-    for entry in manifests {
-        let m = match entry {
-            Ok(m) => m,
-            Err((key, e)) => {
-                let _ = writeln!(out, "DAMAGED  {key} (manifest): {e}");
+        Selection::Backups(list) => list,
+        Selection::All { job } => {
+            let listing = repo.list(job.as_deref()).await?;
+            for d in &listing.damaged {
+                let _ = writeln!(
+                    out,
+                    "DAMAGED  {} (manifest): {}",
+                    d.key,
+                    crate::error::report(&d.error)
+                );
                 checked += 1;
-                damaged.push(key);
-                continue;
+                damaged.push(d.key.clone());
             }
-        };
+            listing.backups
+        }
+    };
+    if manifests.is_empty() && damaged.is_empty() {
+        let _ = writeln!(out, "no committed backups in {}", repo.describe());
+    }
+    for m in manifests {
         backups += 1;
+        let integrity = if m.checksum.is_some() {
+            "manifest checksum ok"
+        } else {
+            "manifest written before pgkeep recorded its checksum: not checked"
+        };
         let _ = writeln!(
             out,
-            "backup {} of job '{}' ({} objects, {} stored)",
+            "backup {} of job '{}' ({} objects, {} stored; {integrity})",
             m.id,
             m.job,
             m.objects.len(),
-            human_bytes(m.stored_bytes())
+            human::bytes(m.stored_bytes())
         );
-        if m.objects.is_empty() {
-            let key = m.key_of(MANIFEST_NAME);
-            let _ = writeln!(out, "DAMAGED  {key} (manifest): it lists no objects");
-            checked += 1;
-            damaged.push(key);
-            continue;
-        }
         let bin_dir = config
             .jobs
             .get(&m.job)
             .and_then(|j| j.pg_bin_dir.as_deref());
         for object in &m.objects {
-            let check = verify_object(store, &m, object, bin_dir, &mut tools).await;
+            let check = verify_object(repo, &m, object, bin_dir, &mut tools).await;
             let _ = writeln!(out, "{check}");
             let _ = out.flush();
             checked += 1;
-            if !check.is_ok() {
+            if check.is_unreadable() {
+                tracing::warn!(backup = %m.id, object = %check.key, "object could not be read");
+                unreadable.push(check.key);
+            } else if !check.is_ok() {
                 tracing::warn!(backup = %m.id, object = %check.key, "damaged object");
                 damaged.push(check.key);
             }
         }
     }
-    if !damaged.is_empty() {
-        return Err(VerifyFailed { checked, damaged }.into());
+    if !damaged.is_empty() || !unreadable.is_empty() {
+        return Err(VerifyFailed {
+            checked,
+            damaged,
+            unreadable,
+        }
+        .into());
     }
     if backups > 0 {
         let _ = writeln!(
@@ -176,35 +221,6 @@ pub async fn verify(
         );
     }
     Ok(())
-}
-
-/// Every committed backup (of `job`), newest first; an unreadable manifest is kept as its
-/// key and error so it is reported with the rest.
-async fn committed(
-    store: &dyn ObjectStore,
-    job: Option<&str>,
-) -> Result<Vec<Result<Manifest, (String, manifest::ManifestError)>>, StoreError> {
-    let prefix = job.map(|j| format!("{j}/")).unwrap_or_default();
-    let mut keys: Vec<String> = store
-        .list(&prefix)
-        .await?
-        .into_iter()
-        .map(|meta| meta.key)
-        .filter(|k| {
-            let parts: Vec<&str> = k.split('/').collect();
-            parts.len() == 3 && parts[2] == MANIFEST_NAME
-        })
-        .collect();
-    // `<job>/<id>/...`: newest id first, as `list` shows them.
-    keys.sort_by(|a, b| {
-        let id = |k: &str| k.split('/').nth(1).unwrap_or("").to_string();
-        id(b).cmp(&id(a)).then_with(|| a.cmp(b))
-    });
-    let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        out.push(manifest::read(store, &key).await.map_err(|e| (key, e)));
-    }
-    Ok(out)
 }
 
 /// pg_restore per major version, located once per run.
@@ -232,38 +248,39 @@ impl Tools {
 
 /// Checks one object of `manifest`; never fails, the outcome says what was found.
 pub async fn verify_object(
-    store: &dyn ObjectStore,
+    repo: &Repository,
     manifest: &Manifest,
     object: &ObjectEntry,
     bin_dir: Option<&Path>,
     tools: &mut Tools,
 ) -> ObjectCheck {
-    let key = manifest.key_of(&object.key);
-    let outcome = check(store, manifest, object, &key, bin_dir, tools).await;
+    let key = Repository::object_key(manifest, object);
+    let outcome = check(repo, manifest, object, bin_dir, tools).await;
     ObjectCheck {
         key,
-        role: object.role.clone(),
+        role: object.role.to_string(),
         outcome,
     }
 }
 
 async fn check(
-    store: &dyn ObjectStore,
+    repo: &Repository,
     manifest: &Manifest,
     object: &ObjectEntry,
-    key: &str,
     bin_dir: Option<&Path>,
     tools: &mut Tools,
 ) -> Result<String, ObjectDamage> {
-    let compression = Compression::from_manifest_name(&object.compression)
-        .ok_or_else(|| ObjectDamage::UnknownCompression(object.compression.clone()))?;
-    let is_archive = matches!(object.role.as_str(), "dump" | "schema");
-    let rows = if object.role == "table" {
+    let compression = object
+        .compression
+        .compression()
+        .ok_or_else(|| ObjectDamage::UnknownCompression(object.compression.to_string()))?;
+    let is_archive = matches!(object.role, ObjectRole::Dump | ObjectRole::Schema);
+    let rows = if object.role == ObjectRole::Table {
         Some(object.rows.ok_or(ObjectDamage::NoRowCount)?)
     } else {
         None
     };
-    let reader = match store.get(key).await {
+    let reader = match repo.read(manifest, object).await {
         Ok(r) => r,
         Err(StoreError::NotFound { .. }) => return Err(ObjectDamage::Missing),
         Err(e) => return Err(ObjectDamage::Store(e)),
@@ -271,12 +288,7 @@ async fn check(
     let mut archive = None;
     let mut tool_version = String::new();
     if is_archive {
-        let major = manifest
-            .pg_dump_version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok())
-            .unwrap_or(0);
+        let major = manifest.pg_dump_major();
         let tool = tools
             .pg_restore(bin_dir, major)
             .await
@@ -291,11 +303,7 @@ async fn check(
         Some((r, s)) => (Some(r), Some(s)),
         None => (None, None),
     };
-    let expected = Expected {
-        key: key.to_string(),
-        stored_bytes: object.stored_bytes,
-        sha256: object.sha256.clone(),
-    };
+    let expected = Repository::expected(manifest, object);
     let source = SyncIoBridge::new(reader);
     let raw_bytes = object.raw_bytes;
     let count_lines = rows.is_some();
@@ -330,14 +338,24 @@ async fn check(
             expected,
         });
     }
-    let size = human_bytes(raw_bytes);
-    Ok(match object.role.as_str() {
-        "dump" | "schema" => {
+    let size = human::bytes(raw_bytes);
+    Ok(match object.role {
+        ObjectRole::Dump | ObjectRole::Schema => {
             format!("{size} decoded, pg_restore {tool_version} reads the archive")
         }
-        "table" => format!("{size} decoded, {} rows", decoded.lines),
+        ObjectRole::Table => format!("{size} decoded, {} rows", decoded.lines),
         _ => format!("{size} decoded"),
     })
+}
+
+/// A failure below the decoder: the store's own (the object could not be read, it may be
+/// intact) or the stored bytes' (size, sha256).
+fn below(e: io::Error) -> ObjectDamage {
+    if crate::error::wraps::<StoreError>(&e) {
+        ObjectDamage::Store(StoreError::from_read("", e))
+    } else {
+        ObjectDamage::Stored(e)
+    }
 }
 
 /// What decoding an object found.
@@ -358,10 +376,7 @@ fn decode(
     mut archive: Option<impl Write>,
 ) -> Result<Decoded, ObjectDamage> {
     let mut verifier = VerifyingReader::new(stored, expected);
-    let mut latch = Latch {
-        inner: &mut verifier,
-        failed: false,
-    };
+    let mut latch = Latch::new(&mut verifier);
     let mut raw = 0u64;
     let mut lines = 0u64;
     let decoded: io::Result<()> = {
@@ -394,38 +409,21 @@ fn decode(
     let stored_failed = latch.failed;
     match decoded {
         // The size/sha256 check (or the read) failed: that is the cause.
-        Err(e) if stored_failed => return Err(ObjectDamage::Stored(e)),
+        Err(e) if stored_failed => return Err(below(e)),
         // Decoding failed first: damaged stored bytes explain that, so check them.
         Err(reason) => {
-            verifier.finish().map_err(ObjectDamage::Stored)?;
+            verifier.finish().map_err(below)?;
             return Err(ObjectDamage::Decode {
                 compression: compression.name(),
                 reason,
             });
         }
-        Ok(()) => verifier.finish().map_err(ObjectDamage::Stored)?,
+        Ok(()) => verifier.finish().map_err(below)?,
     }
     if let Some(mut w) = archive {
         let _ = w.flush();
     }
     Ok(Decoded { raw, lines })
-}
-
-/// Remembers whether the reader below the decoder failed, to tell a stored-bytes problem
-/// (size, sha256, I/O) from a decoding one.
-struct Latch<R> {
-    inner: R,
-    failed: bool,
-}
-
-impl<R: Read> Read for Latch<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.inner.read(buf);
-        if r.is_err() {
-            self.failed = true;
-        }
-        r
-    }
 }
 
 #[cfg(test)]

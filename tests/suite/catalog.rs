@@ -3,6 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use pgkeep::catalog::{self, CATALOG_MIGRATIONS_TABLE, FAILURES_BETWEEN_SQL, LATEST_COMMITTED_SQL};
+use pgkeep::repository::Repository;
 use pgkeep::store::LocalStore;
 
 use crate::common::cli::Pgkeep;
@@ -109,11 +110,10 @@ async fn a_real_backup_is_recorded_and_sync_rebuilds_it_from_the_manifests() {
         run.stdout
     );
 
-    let store = LocalStore::new(p.store_dir().to_str().unwrap());
-    let manifest = pgkeep::manifest::list(&store, None)
-        .await
-        .unwrap()
-        .remove(0);
+    let store = Repository::new(std::sync::Arc::new(LocalStore::new(
+        p.store_dir().to_str().unwrap(),
+    )));
+    let manifest = store.list(None).await.unwrap().backups.remove(0);
     let mut client = c.connect(&catalog_name).await;
     let row = client
         .query_one(
@@ -149,7 +149,7 @@ async fn a_real_backup_is_recorded_and_sync_rebuilds_it_from_the_manifests() {
         .map(|o| {
             (
                 o.key.clone(),
-                o.role.clone(),
+                o.role.to_string(),
                 o.sha256.clone(),
                 o.stored_bytes as i64,
             )
@@ -307,7 +307,7 @@ async fn constraints_reject_impossible_rows() {
         .await
         .unwrap_err();
     assert!(
-        e.to_string().contains("backup_run_finished_after_started"),
+        pgkeep::error::report(&e).contains("backup_run_finished_after_started"),
         "{e}"
     );
 

@@ -102,7 +102,9 @@ async fn transfers_during_an_export_never_tear_the_ledger() {
         &std::collections::HashMap::default(),
     )
     .unwrap();
-    let store = SlowStore(LocalStore::new(&p.store_dir().display().to_string()));
+    let store = pgkeep::repository::Repository::new(std::sync::Arc::new(SlowStore(
+        LocalStore::new(&p.store_dir().display().to_string()),
+    )));
     let during = transfers.load(Ordering::Relaxed);
     let manifest = pgkeep::backup::run(&config.jobs["bank"], &store)
         .await

@@ -18,8 +18,12 @@ fn read_manifest(p: &Pgkeep, id: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(manifest_path(p, id)).unwrap()).unwrap()
 }
 
+/// Writes `m` as pgkeep would, with its checksum recomputed: these tests are about what
+/// verify finds in the objects, behind a manifest that is (re)sealed as its own.
 fn write_manifest(p: &Pgkeep, id: &str, m: &serde_json::Value) {
-    std::fs::write(manifest_path(p, id), serde_json::to_vec_pretty(m).unwrap()).unwrap();
+    let mut m = m.clone();
+    pgkeep::manifest::seal(&mut m);
+    std::fs::write(manifest_path(p, id), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
 /// Stores `data` gzip-compressed at `path`; returns the manifest entry fields.

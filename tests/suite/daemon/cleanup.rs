@@ -1,6 +1,7 @@
 //! What the daemon cleans up: leftovers of crashed runs and stale multipart uploads.
 
 use super::*;
+use pgkeep::repository::Repository;
 
 /// At start-up the daemon removes what crashed runs left: old manifest-less backups and temp
 /// files; recent ones (maybe a run in progress elsewhere) and committed backups stay.
@@ -91,16 +92,18 @@ async fn stale_multipart_uploads_are_aborted() {
         matches!(listed, Ok(None)),
         "s3s-fs cannot list uploads: {listed:?}"
     );
-    let swept = pgkeep::daemon::sweep(&store, "main", Duration::from_secs(1), chrono::Utc::now())
+    let repo = Repository::new(std::sync::Arc::new(store));
+    let swept = repo
+        .sweep("main", Some(chrono::Utc::now() - Duration::from_secs(1)))
         .await
         .unwrap();
-    assert_eq!(swept, pgkeep::daemon::Swept::default());
+    assert_eq!(swept, pgkeep::repository::Swept::default());
 
     let Some(target) = s3::garage("daemon-stale-uploads") else {
         eprintln!("SKIPPED the Garage half: garage is not installed (scripts/test-deps.sh)");
         return;
     };
-    let store = target.store().await;
+    let repo = Repository::new(std::sync::Arc::new(target.store().await));
     let client = target.client();
     let full = |k: &str| format!("{}/{k}", target.prefix);
     for key in [
@@ -116,12 +119,14 @@ async fn stale_multipart_uploads_are_aborted() {
             .unwrap();
     }
     // Not stale yet at an age of an hour.
-    let swept = pgkeep::daemon::sweep(&store, "main", Duration::from_hours(1), chrono::Utc::now())
+    let swept = repo
+        .sweep("main", Some(chrono::Utc::now() - Duration::from_hours(1)))
         .await
         .unwrap();
     assert_eq!(swept.uploads, 0);
     let later = chrono::Utc::now() + chrono::Duration::seconds(5);
-    let swept = pgkeep::daemon::sweep(&store, "main", Duration::from_secs(1), later)
+    let swept = repo
+        .sweep("main", Some(later - Duration::from_secs(1)))
         .await
         .unwrap();
     assert_eq!(swept.uploads, 1);

@@ -59,7 +59,7 @@ async fn two_daemons_take_one_backup_per_slot() {
     let mut slots: Vec<String> = ids
         .iter()
         .map(|id| {
-            let t = pgkeep::daemon::id_time(id).unwrap();
+            let t = pgkeep::manifest::id_time(id).unwrap();
             (t.timestamp() - t.timestamp().rem_euclid(2)).to_string()
         })
         .collect();

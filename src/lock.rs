@@ -1,6 +1,7 @@
-//! The advisory lock that keeps two pgkeep daemons (replicas of one deployment) from running
-//! the same job at once: a session-level `pg_try_advisory_lock` on the job's source database,
-//! held on its own connection for the whole run and released when that connection closes.
+//! The job lock: a session-level `pg_try_advisory_lock` on the job's source database, held on
+//! its own connection for a whole run and released when that connection closes. It keeps two
+//! pgkeep processes (daemon replicas, a manual `pgkeep backup`) from running one job at once,
+//! and lets its holder remove what earlier runs of the job left, whatever its age.
 
 use std::time::Duration;
 
@@ -45,20 +46,16 @@ pub async fn try_lock(job: &Job) -> Result<Acquired, PgError> {
     let target = Target::resolve(&job.database, job.password_file.as_deref())?;
     let client = tokio::time::timeout(CONNECT_LIMIT, target.connect())
         .await
-        .map_err(|_| PgError::Connect {
+        .map_err(|_| PgError::Timeout {
+            what: "connecting",
             target: target.describe(),
-            reason: format!("timed out after {}s", CONNECT_LIMIT.as_secs()),
-            code: None,
+            limit: CONNECT_LIMIT,
         })??;
     let key = lock_key(&job.name);
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
         .await
-        .map_err(|e| PgError::Query {
-            what: "taking the job's advisory lock",
-            target: target.describe(),
-            reason: pg::describe_error(&e),
-        })?;
+        .map_err(|e| PgError::query("taking the job's advisory lock", &target.describe(), e))?;
     if row.get::<_, bool>(0) {
         Ok(Acquired::Held(JobLock { client, key }))
     } else {

@@ -1,0 +1,197 @@
+use chrono::TimeZone;
+
+use super::*;
+
+pub(crate) fn sample() -> Manifest {
+    let started = Utc.with_ymd_and_hms(2026, 11, 24, 3, 0, 0).unwrap();
+    Manifest {
+        format_version: FORMAT_VERSION,
+        id: new_id(started),
+        job: "nightly".into(),
+        kind: BackupKind::Export,
+        started_at: started,
+        finished_at: started + chrono::Duration::seconds(41),
+        pgkeep_version: "0.1.0".into(),
+        source: "backup@db:5432/app".into(),
+        database: "app".into(),
+        server_version: "15.18".into(),
+        server_version_num: 150_018,
+        pg_dump_version: "15.18".into(),
+        wal_lsn: Some("0/1A2B3C".into()),
+        compression: "gzip:6".into(),
+        globals: Globals {
+            included: false,
+            role_passwords: false,
+            note: Some("disabled".into()),
+        },
+        objects: vec![
+            ObjectEntry {
+                key: "schema.pgdump.gz".into(),
+                role: ObjectRole::Schema,
+                table: None,
+                rows: None,
+                columns: Vec::new(),
+                compression: ObjectCodec::Gzip,
+                raw_bytes: 100,
+                stored_bytes: 50,
+                sha256: "a".repeat(64),
+            },
+            ObjectEntry {
+                key: "tables/00000-public.film.copy.gz".into(),
+                role: ObjectRole::Table,
+                table: Some("\"public\".\"film\"".into()),
+                rows: Some(1000),
+                columns: vec![Column {
+                    name: "title".into(),
+                    type_name: "text".into(),
+                    generated: false,
+                }],
+                compression: ObjectCodec::Gzip,
+                raw_bytes: 5000,
+                stored_bytes: 900,
+                sha256: "b".repeat(64),
+            },
+        ],
+        snapshot: Some("00000003-0000001B-1".into()),
+        encoding: Some("UTF8".into()),
+        migration_version: None,
+        sequences: vec![SequenceState {
+            name: "\"public\".\"film_film_id_seq\"".into(),
+            last_value: 1000,
+            is_called: true,
+            owned_by: Some("\"public\".\"film\"".into()),
+        }],
+        large_objects: None,
+        materialized_views: Vec::new(),
+        checksum: None,
+    }
+}
+
+fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+    Manifest::from_json(bytes, "nightly", "20261124T030000.000Z")
+}
+
+#[test]
+fn ids_sort_chronologically_and_read_back() {
+    let a = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    let b = a + chrono::Duration::milliseconds(1);
+    let c = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap();
+    assert_eq!(new_id(a), "20260102T030405.000Z");
+    assert!(new_id(a) < new_id(b) && new_id(b) < new_id(c));
+    assert_eq!(id_time(&new_id(b)), Some(b));
+    assert_eq!(id_time("latest"), None);
+    assert_eq!(id_time("20260102T030405.0001Z"), None);
+}
+
+#[test]
+fn written_manifests_read_back_with_their_checksum() {
+    let mut m = sample();
+    let json = m.to_json();
+    let back = parse(&json).unwrap();
+    assert_eq!(back, m);
+    assert!(m.checksum.as_deref().unwrap().starts_with("sha256:"));
+    // Re-indenting keeps it valid: the checksum is of the content, not the formatting.
+    let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(parse(&serde_json::to_vec(&value).unwrap()).unwrap(), m);
+}
+
+#[test]
+fn any_edit_is_caught_by_the_checksum() {
+    let mut m = sample();
+    let json = String::from_utf8(m.to_json()).unwrap();
+    for (from, to) in [
+        ("\"last_value\": 1000", "\"last_value\": 999"),
+        ("\"rows\": 1000", "\"rows\": 1001"),
+        ("\"stored_bytes\": 900", "\"stored_bytes\": 901"),
+        (&"b".repeat(64), &"c".repeat(64)),
+        ("public.film.copy", "public.filn.copy"),
+        ("\"is_called\": true", "\"is_called\": false"),
+    ] {
+        assert!(json.contains(from), "{from}");
+        let edited = json.replacen(from, to, 1);
+        let err = parse(edited.as_bytes()).unwrap_err();
+        assert!(
+            matches!(err, ManifestError::Checksum { .. }),
+            "{from}: {err}"
+        );
+    }
+    // An added member is an edit too.
+    let added = json.replacen("\"job\"", "\"extra\": 1, \"job\"", 1);
+    assert!(matches!(
+        parse(added.as_bytes()).unwrap_err(),
+        ManifestError::Checksum { .. }
+    ));
+}
+
+#[test]
+fn manifests_without_a_checksum_still_read() {
+    let m = sample();
+    let json = serde_json::to_vec_pretty(&m).unwrap();
+    let back = parse(&json).unwrap();
+    assert_eq!(back.checksum, None);
+    assert_eq!(back.objects, m.objects);
+}
+
+#[test]
+fn inconsistent_manifests_are_refused_with_every_problem() {
+    let mut m = sample();
+    m.objects[1].rows = None;
+    m.objects.push(m.objects[0].clone());
+    m.objects[0].key = "../escape".into();
+    m.job = "other".into();
+    let problems = m.problems("nightly", &m.id.clone());
+    let text = problems.join("\n");
+    for needle in [
+        "job 'other'",
+        "not a plain relative path",
+        "records no row count",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    let mut m = sample();
+    m.objects.retain(|o| o.role != ObjectRole::Schema);
+    let err = parse(&m.to_json()).unwrap_err();
+    assert!(
+        err.to_string().contains("exactly one schema object"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_names_are_kept_not_refused() {
+    let mut m = sample();
+    m.kind = BackupKind::Unknown("cluster".into());
+    m.objects[0].compression = ObjectCodec::Unknown("zstd".into());
+    let back = parse(&m.to_json()).unwrap();
+    assert_eq!(back.kind.as_str(), "cluster");
+    assert_eq!(back.objects[0].compression.compression(), None);
+}
+
+#[test]
+fn newer_formats_and_garbage_are_errors() {
+    let mut m = sample();
+    m.format_version = FORMAT_VERSION + 1;
+    let json = serde_json::to_vec(&m).unwrap();
+    assert!(matches!(
+        parse(&json).unwrap_err(),
+        ManifestError::TooNew { .. }
+    ));
+    assert!(matches!(
+        parse(b"\x00garbage").unwrap_err(),
+        ManifestError::Syntax(_)
+    ));
+    assert!(matches!(
+        parse(b"[1]").unwrap_err(),
+        ManifestError::NotAnObject
+    ));
+}
+
+#[test]
+fn object_names() {
+    for good in ["dump.pgdump.gz", "tables/00001-public.film.copy.gz"] {
+        assert!(valid_object_name(good), "{good}");
+    }
+    for bad in ["", "/abs", "a//b", "../x", "a/./b", "manifest.json", "a\nb"] {
+        assert!(!valid_object_name(bad), "{bad:?}");
+    }
+}

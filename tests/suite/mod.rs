@@ -3,6 +3,7 @@
 mod catalog;
 mod check;
 mod daemon;
+mod damage;
 mod dump;
 mod export;
 mod failures;

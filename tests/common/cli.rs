@@ -99,19 +99,33 @@ impl Pgkeep {
     /// Runs `pgkeep --config <dir>/pgkeep.toml ARGS` with a clean environment: no inherited
     /// PG*, AWS* or PGKEEP_* variables, only those given to this runner.
     pub async fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().await.expect("running pgkeep");
+        Run::from(&out)
+    }
+
+    /// Starts `pgkeep ARGS` as `run` does, without waiting (to signal it, or kill it).
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut cmd = self.command(args);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd.spawn().expect("starting pgkeep")
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgkeep"));
         cmd.arg("--config").arg(self.config_path()).args(args);
         cmd.current_dir(self.dir.path());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("PG") || k.starts_with("AWS") {
-                cmd.env_remove(k);
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if name.starts_with("PG") || name.starts_with("AWS") {
+                cmd.env_remove(&k);
             }
         }
         cmd.env("HOME", self.dir.path());
         cmd.env("PGKEEP_LOG", "pgkeep=info");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let out = cmd.output().await.expect("running pgkeep");
-        Run::from(&out)
+        cmd
     }
 
     /// `pgkeep backup` that must succeed; returns the new backup id.

@@ -11,6 +11,7 @@ mod harness;
 mod manual_restore;
 mod migrate;
 mod packaging;
+mod restore_target;
 mod retention;
 mod snapshot;
 mod store_conformance;

@@ -30,4 +30,5 @@ pub mod store;
 pub mod transfer;
 pub mod verify;
 
-pub use error::{UsageError, exit_code};
+pub use commands::exit_code;
+pub use error::UsageError;

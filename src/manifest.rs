@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::Compression;
 
+/// The manifest's file name inside a backup's directory.
+pub const MANIFEST_NAME: &str = "manifest.json";
 /// The manifest format this version writes; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
 /// The member holding the manifest's own checksum (`sha256:<hex>` of the canonical form of
@@ -415,7 +417,7 @@ pub fn seal(document: &mut serde_json::Value) {
 /// no empty, `.` or `..` component, and not the manifest itself.
 pub fn valid_object_name(name: &str) -> bool {
     !name.is_empty()
-        && name != crate::repository::MANIFEST_NAME
+        && name != MANIFEST_NAME
         && !name.starts_with('/')
         && name
             .split('/')

@@ -14,6 +14,20 @@ use crate::migrate::{self, MigrateError, MigrateOptions};
 use crate::repository::{Repository, Resolved};
 use crate::restore::{self, RestoreOptions, RestoreReport};
 
+/// The process exit code for an error: 2 for usage and configuration errors, 1 otherwise
+/// (the CLI exits 128 + the signal when a signal stopped the command).
+pub fn exit_code(error: &anyhow::Error) -> i32 {
+    let usage = error.chain().any(|e| {
+        e.downcast_ref::<UsageError>().is_some()
+            || e.downcast_ref::<crate::config::ConfigError>().is_some()
+            || e.downcast_ref::<crate::repository::RepoError>()
+                .is_some_and(crate::repository::RepoError::is_usage)
+            || e.downcast_ref::<crate::restore::RestoreError>()
+                .is_some_and(crate::restore::RestoreError::is_usage)
+    });
+    if usage { 2 } else { 1 }
+}
+
 /// Opens the configured repository.
 ///
 /// # Errors

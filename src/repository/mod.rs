@@ -21,8 +21,7 @@ use crate::manifest::{self, Manifest, ManifestError, ObjectEntry};
 use crate::store::{ByteReader, ObjectMeta, ObjectStore, S3Settings, StoreError};
 use crate::transfer::Expected;
 
-/// The manifest's file name inside a backup's directory.
-pub const MANIFEST_NAME: &str = "manifest.json";
+pub use crate::manifest::MANIFEST_NAME;
 /// Manifests read at once while listing.
 const PARALLEL_READS: usize = 8;
 /// The largest manifest pgkeep reads (a manifest of 100,000 tables is about 60 MiB).

@@ -60,7 +60,7 @@ pub(super) async fn restore(
                 let wanted = toc_names(&absent);
                 let list = schema_archive
                     .filtered_list(|line| {
-                        schema::toc_entry(line).is_some_and(|(desc, rest)| {
+                        toc::toc_entry(line).is_some_and(|(desc, rest)| {
                             matches!(desc, "TABLE" | "DEFAULT")
                                 && wanted.iter().any(|w| rest.starts_with(w.as_str()))
                         })
@@ -135,7 +135,7 @@ pub(super) async fn restore(
             let keep = |line: &str| {
                 toc::line_id(line).is_none_or(|id| !load.built.contains(&id))
                     && (!selective
-                        || schema::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
+                        || toc::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
             };
             let left = export.post_data.values().filter(|line| keep(line)).count();
             if left > 0 {
@@ -150,7 +150,7 @@ pub(super) async fn restore(
                 let wanted = toc_names(&missing);
                 let list = schema_archive
                     .filtered_list(|line| {
-                        schema::toc_entry(line).is_some_and(|(desc, rest)| {
+                        toc::toc_entry(line).is_some_and(|(desc, rest)| {
                             desc == "CONSTRAINT"
                                 && wanted.iter().any(|w| rest.starts_with(w.as_str()))
                         })

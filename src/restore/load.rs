@@ -22,8 +22,6 @@ use crate::repository::Repository;
 const LOAD_SETUP: &str = "SET client_encoding = 'UTF8'; SET DateStyle = ISO; \
      SET IntervalStyle = postgres; SET synchronous_commit = off; \
      SET maintenance_work_mem = '256MB'; SET statement_timeout = 0; SET lock_timeout = 0";
-/// `maintenance_work_mem` for the load and for the index builds after it (`LOAD_SETUP`).
-pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
 
 /// What the load needs besides the tables.
 pub(super) struct Load<'a> {
@@ -282,7 +280,7 @@ mod tests {
     fn index_builds_get_the_loads_maintenance_work_mem() {
         let setting = format!(
             "maintenance_work_mem = '{}'",
-            super::LOAD_MAINTENANCE_WORK_MEM
+            super::super::schema::LOAD_MAINTENANCE_WORK_MEM
         );
         assert!(super::LOAD_SETUP.contains(&setting));
     }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use super::schema::{self, SchemaArchive};
+use super::schema::SchemaArchive;
 use super::target::{self, DbProperties, Server, side_name};
 use super::{RestoreError, RestoreOptions, SchemaFrom, stage, toc};
 use crate::config::Migrations;
@@ -336,7 +336,7 @@ async fn plan_export(
     let listing = archive.list(false, None).await?;
     let archived: Vec<&str> = listing
         .lines()
-        .filter_map(|l| match schema::toc_entry(l) {
+        .filter_map(|l| match toc::toc_entry(l) {
             Some(("TABLE", rest)) => Some(rest),
             _ => None,
         })

@@ -11,6 +11,9 @@ use crate::manifest::{Column, ObjectEntry};
 use crate::pg::{PgError, Target, introspect};
 use crate::process::{Running, Tool};
 
+/// `maintenance_work_mem` for index builds, during the load and after it.
+pub(super) const LOAD_MAINTENANCE_WORK_MEM: &str = "256MB";
+
 /// The staged (verified, decoded) schema archive of an export, and how to apply it.
 #[derive(Debug)]
 pub(super) struct SchemaArchive {
@@ -84,10 +87,7 @@ impl SchemaArchive {
         if section == "post-data" {
             // Index builds sort in memory instead of spilling to disk, as the data load does;
             // the target's own `options` come first and are kept.
-            let setting = format!(
-                "-c maintenance_work_mem={}",
-                super::load::LOAD_MAINTENANCE_WORK_MEM
-            );
+            let setting = format!("-c maintenance_work_mem={LOAD_MAINTENANCE_WORK_MEM}");
             match env.iter_mut().find(|(k, _)| k == "PGOPTIONS") {
                 Some((_, options)) => *options = format!("{options} {setting}"),
                 None => env.push(("PGOPTIONS".to_string(), setting)),
@@ -136,33 +136,6 @@ fn write_list(list: &str) -> Result<tempfile::NamedTempFile, RestoreError> {
     let file = tempfile::NamedTempFile::new().map_err(fail)?;
     std::fs::write(file.path(), list).map_err(fail)?;
     Ok(file)
-}
-
-/// The description part of a TOC line: `ID; OID OID DESC rest` -> (`DESC`, `rest`).
-pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
-    const DESCS: &[&str] = &[
-        "FK CONSTRAINT",
-        "CHECK CONSTRAINT",
-        "CONSTRAINT",
-        "INDEX ATTACH",
-        "INDEX",
-        "TABLE ATTACH",
-        "TABLE DATA",
-        "TABLE",
-        "DEFAULT",
-        "SEQUENCE OWNED BY",
-        "SEQUENCE",
-    ];
-    let (_, after) = line.split_once("; ")?;
-    let mut parts = after.splitn(3, ' ');
-    parts.next()?;
-    parts.next()?;
-    let rest = parts.next()?;
-    DESCS.iter().find_map(|d| {
-        rest.strip_prefix(d)
-            .and_then(|r| r.strip_prefix(' '))
-            .map(|r| (*d, r))
-    })
 }
 
 /// Applies the job's migrations up to `version` in the target.
@@ -300,21 +273,5 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("column name"), "{d}");
-    }
-
-    #[test]
-    fn toc_lines_are_parsed() {
-        assert_eq!(
-            toc_entry("215; 1259 16390 TABLE public actor postgres"),
-            Some(("TABLE", "public actor postgres"))
-        );
-        assert_eq!(
-            toc_entry("4012; 2606 16500 FK CONSTRAINT public film film_language_id_fkey postgres"),
-            Some((
-                "FK CONSTRAINT",
-                "public film film_language_id_fkey postgres"
-            ))
-        );
-        assert_eq!(toc_entry("; Archive created at"), None);
     }
 }

@@ -6,7 +6,32 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::schema::toc_entry;
+/// The description part of a TOC line: `ID; OID OID DESC rest` -> (`DESC`, `rest`).
+pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
+    const DESCS: &[&str] = &[
+        "FK CONSTRAINT",
+        "CHECK CONSTRAINT",
+        "CONSTRAINT",
+        "INDEX ATTACH",
+        "INDEX",
+        "TABLE ATTACH",
+        "TABLE DATA",
+        "TABLE",
+        "DEFAULT",
+        "SEQUENCE OWNED BY",
+        "SEQUENCE",
+    ];
+    let (_, after) = line.split_once("; ")?;
+    let mut parts = after.splitn(3, ' ');
+    parts.next()?;
+    parts.next()?;
+    let rest = parts.next()?;
+    DESCS.iter().find_map(|d| {
+        rest.strip_prefix(d)
+            .and_then(|r| r.strip_prefix(' '))
+            .map(|r| (*d, r))
+    })
+}
 
 /// One line of `pg_restore --list --verbose` and the dump ids it depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +184,22 @@ pub(super) fn early(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toc_lines_are_parsed() {
+        assert_eq!(
+            toc_entry("215; 1259 16390 TABLE public actor postgres"),
+            Some(("TABLE", "public actor postgres"))
+        );
+        assert_eq!(
+            toc_entry("4012; 2606 16500 FK CONSTRAINT public film film_language_id_fkey postgres"),
+            Some((
+                "FK CONSTRAINT",
+                "public film film_language_id_fkey postgres"
+            ))
+        );
+        assert_eq!(toc_entry("; Archive created at"), None);
+    }
 
     const LISTING: &str = "\
 ;

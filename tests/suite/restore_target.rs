@@ -242,6 +242,7 @@ async fn usage_errors_change_nothing_and_exit_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::many_single_char_names)]
 async fn a_load_that_fails_leaves_the_target_as_it_was() {
     use std::io::{Read as _, Write as _};
     let c = cluster();
@@ -427,7 +428,7 @@ async fn ctrl_c_and_sigkill_mid_restore_leave_the_target_as_it_was() {
             .args([format!("-{signal}"), pid.to_string()])
             .status()
             .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        let status = tokio::time::timeout(Duration::from_mins(1), child.wait())
             .await
             .expect("pgkeep must stop within seconds")
             .unwrap();

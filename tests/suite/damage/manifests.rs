@@ -28,10 +28,10 @@ fn first_table(m: &mut serde_json::Value) -> &mut serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edited_manifests_are_refused_and_change_nothing() {
+    type Edit = fn(&mut serde_json::Value);
     let f = Fixture::new("export").await;
     let saved = f.save();
     let needle = format!("backup {} of job 'main'", f.newer);
-    type Edit = fn(&mut serde_json::Value);
     let edits: [(&str, Edit); 5] = [
         ("a stored size", |m| {
             let o = first_table(m);

@@ -43,6 +43,37 @@ gunzip -c "$key" > "$WORK/app.pgdump"
     );
     assert_same(&before, &c.snapshot(&restored).await);
 
+    // The manifest's own checksum, checked with jq and sha256sum as docs/FORMAT.md shows; an
+    // edited manifest fails the same check.
+    let manifest = backup_dir.join("manifest.json");
+    let check = r#"set -eu
+want=$(jq -r .checksum "$1" | sed 's/^sha256://')
+got=$(jq -cS 'del(.checksum)' "$1" | tr -d '\n' | sha256sum | cut -d' ' -f1)
+[ "$want" = "$got" ]
+"#;
+    let by_hand = |path: &std::path::Path| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(check)
+            .arg("sh")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        by_hand(&manifest),
+        "the documented checksum check must pass"
+    );
+    let edited = work.path().join("edited.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &edited,
+        text.replacen("\"raw_bytes\": ", "\"raw_bytes\": 1", 1),
+    )
+    .unwrap();
+    assert!(!by_hand(&edited), "an edited manifest must fail it");
+
     // The globals object is plain SQL after gunzip.
     let globals = p.store_dir().join(format!("main/{id}/globals.sql.gz"));
     let out = std::process::Command::new("gunzip")

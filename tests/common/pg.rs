@@ -760,6 +760,7 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+mod private;
 mod snapshot;
 
 pub use snapshot::{DbSnapshot, UNPOPULATED, assert_same};

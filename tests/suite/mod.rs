@@ -3,10 +3,11 @@
 mod catalog;
 mod check;
 mod daemon;
-mod damage;
+pub mod damage;
 mod dump;
 mod export;
 mod failures;
+mod faults;
 mod harness;
 mod manual_restore;
 mod migrate;

@@ -153,6 +153,7 @@ impl Run {
         }
         let key = manifest_key(&self.job, &self.id);
         let json = manifest.to_json();
+        tracing::debug!(job = %self.job, backup = %self.id, objects = manifest.objects.len(), "committing: writing the manifest");
         let store = self.repo.store.as_ref();
         let written = store
             .put(&key, Box::pin(std::io::Cursor::new(json.clone())))

@@ -112,7 +112,8 @@ impl Pgkeep {
         cmd.spawn().expect("starting pgkeep")
     }
 
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
+    /// The command `run` and `spawn` start, for tests that need its stdio another way.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgkeep"));
         cmd.arg("--config").arg(self.config_path()).args(args);
         cmd.current_dir(self.dir.path());

@@ -2,6 +2,7 @@
 //! mid-COPY — each asserting that nothing partial is committed, the exit code is 1 with a
 //! message naming the stage, and the next run succeeds.
 
+mod kills;
 mod pg;
 
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgkeep::store::{ByteReader, LocalStore, ObjectStore, S3Settings, S3Store, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use crate::common::s3::{self, S3Target};
+use crate::common::s3::{self, S3Target, report};
 
 /// Part size the S3 targets use (the S3 minimum), so multipart objects stay small.
 const PART: usize = 5 * 1024 * 1024;
@@ -173,7 +173,7 @@ pub async fn conformance(store: &dyn ObjectStore) {
         matches!(err, StoreError::Source { .. }),
         "expected Source, got {err}"
     );
-    assert!(err.to_string().contains("the source died"), "{err}");
+    assert!(report(&err).contains("the source died"), "{}", report(&err));
     assert!(store.head("job/d/broken").await.unwrap().is_none());
     // ... or within the first part, and never replaces an existing object.
     let err = store
@@ -444,8 +444,9 @@ async fn unreachable_endpoint_fails_fast_and_names_it() {
     );
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
     assert!(err.is_retryable());
-    let message = err.to_string();
+    let message = report(&err);
     assert!(message.contains(&endpoint), "{message}");
+    assert!(message.contains("HeadObject"), "{message}");
     assert!(
         !message.contains('\n') && !message.contains("{ "),
         "one plain line: {message}"

@@ -1,18 +1,24 @@
 //! The S3-compatible store (`s3://bucket/prefix`) on aws-sdk-s3: AWS, MinIO, Garage, R2, B2…
 
+mod download;
 mod error;
+pub use error::SdkCause;
+mod etag;
 mod multipart;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::meta::region::RegionProviderChain;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition, TokenBucket};
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
@@ -40,6 +46,40 @@ pub struct S3Store {
     part_buffers: Arc<tokio::sync::Semaphore>,
     /// Set once the bucket is known to exist, so a 404 from `head` needs no second look.
     bucket_seen: Arc<AtomicBool>,
+    timeouts: Timeouts,
+    max_attempts: u32,
+}
+
+/// Per-attempt limits of the store's requests (see `S3Settings`).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    request: Duration,
+    part: Duration,
+    read: Duration,
+}
+
+impl Timeouts {
+    /// The SDK timeout configuration for requests whose attempts may take `attempt`.
+    ///
+    /// A per-operation override replaces the client's whole timeout configuration, so the
+    /// connect timeout is repeated here.
+    fn sdk(&self, attempt: Duration) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(self.connect)
+            .operation_attempt_timeout(attempt)
+            .build()
+    }
+}
+
+/// Gives every store its own retry token bucket: the SDK's default partition is shared by every
+/// client of the process, so one store's failures would use up another's retries.
+fn retry_partition() -> RetryPartition {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    RetryPartition::custom(format!("pgkeep-store-{n}"))
+        .token_bucket(TokenBucket::default())
+        .build()
 }
 
 impl fmt::Debug for S3Store {
@@ -96,9 +136,26 @@ impl S3Store {
         }
         let shared = loader.load().await;
 
+        let timeouts = Timeouts {
+            connect: nonzero(settings.connect_timeout),
+            request: nonzero(settings.request_timeout),
+            part: nonzero(settings.part_timeout),
+            read: nonzero(settings.read_timeout),
+        };
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(settings.force_path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)));
+            // The standard strategy: exponential backoff with full jitter between attempts.
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
+            .retry_partition(retry_partition())
+            .timeout_config(timeouts.sdk(timeouts.request))
+            // Uploads keep the SDK's stall detection; downloads have their own idle timeout,
+            // which resumes the transfer instead of failing it (`download.rs`).
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .upload_enabled(true)
+                    .download_enabled(false)
+                    .build(),
+            );
         if let Some(endpoint) = &settings.endpoint {
             config = config.endpoint_url(endpoint);
         }
@@ -120,6 +177,8 @@ impl S3Store {
             parts_in_flight: settings.parts_in_flight.max(1),
             part_buffers: Arc::new(tokio::sync::Semaphore::new(settings.parts_in_flight.max(2))),
             bucket_seen: Arc::new(AtomicBool::new(false)),
+            timeouts,
+            max_attempts: settings.max_attempts.max(1),
         }
     }
 
@@ -151,14 +210,29 @@ impl S3Store {
         }
     }
 
+    /// The store error for a failed request that ran with the default `request_timeout`.
     fn error<E>(
         &self,
         operation: &'static str,
         full_key: &str,
-        err: &SdkError<E, HttpResponse>,
+        err: SdkError<E, HttpResponse>,
     ) -> StoreError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.error_after(operation, full_key, self.timeouts.request, err)
+    }
+
+    /// The store error for a failed request whose attempts were limited to `timeout`.
+    fn error_after<E>(
+        &self,
+        operation: &'static str,
+        full_key: &str,
+        timeout: Duration,
+        err: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         error::map(
             err,
@@ -167,8 +241,14 @@ impl S3Store {
                 bucket: &self.bucket,
                 key: full_key,
                 endpoint: &self.endpoint,
+                timeout,
             },
         )
+    }
+
+    /// `s3://bucket/key` of a full key, for messages.
+    fn location(&self, full_key: &str) -> String {
+        format!("s3://{}/{full_key}", self.bucket)
     }
 
     /// Tells a missing bucket from a missing object after a 404: HEAD responses carry no error
@@ -182,13 +262,23 @@ impl S3Store {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => Err(match self.error("HeadBucket", "", &e) {
+            Err(e) => Err(match self.error("HeadBucket", "", e) {
                 StoreError::NotFound { .. } => StoreError::NoSuchBucket {
                     bucket: self.bucket.clone(),
                 },
                 other => other,
             }),
         }
+    }
+}
+
+/// A zero duration would disable the SDK's timeout; config validation refuses it, and a store
+/// built in code gets one second instead.
+fn nonzero(d: Duration) -> Duration {
+    if d.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        d
     }
 }
 
@@ -204,25 +294,16 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<ByteReader, StoreError> {
         let full = self.full_key(key);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Box::pin(output.body.into_async_read())),
-            Err(e) => Err(match self.error("GetObject", &full, &e) {
-                // Some stores answer NoSuchKey for a missing bucket too.
-                StoreError::NotFound { .. } => {
-                    self.check_bucket().await?;
-                    StoreError::NotFound {
-                        key: key.to_string(),
-                    }
-                }
-                other => other,
-            }),
+        match download::open(self, full).await {
+            Ok(reader) => Ok(reader),
+            // Some stores answer NoSuchKey for a missing bucket too.
+            Err(StoreError::NotFound { .. }) => {
+                self.check_bucket().await?;
+                Err(StoreError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -244,7 +325,7 @@ impl ObjectStore for S3Store {
                     last_modified: output.last_modified().and_then(to_chrono),
                 }))
             }
-            Err(e) => match self.error("HeadObject", &full, &e) {
+            Err(e) => match self.error("HeadObject", &full, e) {
                 StoreError::NotFound { .. } => {
                     self.check_bucket().await?;
                     Ok(None)
@@ -265,7 +346,7 @@ impl ObjectStore for S3Store {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, &e))?;
+            let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, e))?;
             for object in page.contents() {
                 let Some(key) = object.key().and_then(|k| self.store_key(k)) else {
                     continue;
@@ -309,7 +390,7 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match self.error("DeleteObject", &full, &e) {
+            Err(e) => match self.error("DeleteObject", &full, e) {
                 StoreError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },

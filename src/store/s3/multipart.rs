@@ -12,6 +12,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::S3Store;
+use super::etag;
+use crate::store::error::chain;
 use crate::store::{ByteReader, StoreError};
 
 /// S3's limit on the number of parts of one upload.
@@ -19,6 +21,9 @@ const MAX_PARTS: i32 = 10_000;
 /// Parts per size step: part sizes double after every this many parts, so 10,000 parts starting
 /// at 8 MiB cover almost 8 TiB while small backups keep small parts.
 const PARTS_PER_STEP: i32 = 1_000;
+/// A single PutObject up to this size is a "small" request (`request_timeout`); a larger one
+/// carries up to a part's worth of data and gets `part_timeout`.
+const SMALL_PUT: u64 = 1024 * 1024;
 
 /// Uploads `body` under `key` (a store key) and returns its length.
 pub(super) async fn put(
@@ -53,13 +58,14 @@ pub(super) async fn put(
         .key(&full)
         .send()
         .await
-        .map_err(|e| store.error("CreateMultipartUpload", &full, &e))?;
+        .map_err(|e| store.error("CreateMultipartUpload", &full, e))?;
     let Some(upload_id) = created.upload_id else {
         return Err(StoreError::S3 {
             operation: "CreateMultipartUpload",
-            key: format!("s3://{}/{full}", store.bucket),
-            reason: "the store returned no upload id".into(),
-            retryable: false,
+            location: store.location(&full),
+            status: None,
+            code: None,
+            source: "the store returned no upload id".into(),
         });
     };
     let guard = AbortOnDrop {
@@ -78,7 +84,7 @@ pub(super) async fn put(
         spare: None,
     };
     let result = match upload.send_parts(first, permit, carry, &mut body).await {
-        Ok(total) => upload.complete().await.map(|()| total),
+        Ok(total) => upload.complete(total).await.map(|()| total),
         Err(e) => Err(e),
     };
     upload.tasks.shutdown().await;
@@ -142,6 +148,11 @@ async fn read_part(
 
 async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, StoreError> {
     let len = data.len() as u64;
+    let timeout = if len <= SMALL_PUT {
+        store.timeouts.request
+    } else {
+        store.timeouts.part
+    };
     store
         .client
         .put_object()
@@ -149,9 +160,13 @@ async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, Sto
         .key(full)
         .content_length(len as i64)
         .body(ByteStream::from(data))
+        .customize()
+        .config_override(
+            aws_sdk_s3::config::Builder::default().timeout_config(store.timeouts.sdk(timeout)),
+        )
         .send()
         .await
-        .map_err(|e| store.error("PutObject", full, &e))?;
+        .map_err(|e| store.error_after("PutObject", full, timeout, e))?;
     Ok(len)
 }
 
@@ -223,11 +238,13 @@ impl Upload<'_> {
             if number > MAX_PARTS {
                 return Err(StoreError::S3 {
                     operation: "UploadPart",
-                    key: format!("s3://{}/{}", self.store.bucket, self.full),
-                    reason: format!(
+                    location: self.store.location(self.full),
+                    status: None,
+                    code: None,
+                    source: format!(
                         "the object needs more than {MAX_PARTS} parts; raise the part size"
-                    ),
-                    retryable: false,
+                    )
+                    .into(),
                 });
             }
             current = next;
@@ -265,6 +282,7 @@ impl Upload<'_> {
         self.tasks.spawn(async move {
             let len = data.len() as i64;
             let buffer = data.clone();
+            let timeout = store.timeouts.part;
             let output = store
                 .client
                 .upload_part()
@@ -274,9 +292,14 @@ impl Upload<'_> {
                 .part_number(number)
                 .content_length(len)
                 .body(ByteStream::from(data))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .timeout_config(store.timeouts.sdk(timeout)),
+                )
                 .send()
                 .await
-                .map_err(|e| store.error("UploadPart", &full, &e))?;
+                .map_err(|e| store.error_after("UploadPart", &full, timeout, e))?;
             let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(output.e_tag)
@@ -301,9 +324,10 @@ impl Upload<'_> {
         let (part, buffer) = joined.unwrap_or_else(|e| {
             Err(StoreError::S3 {
                 operation: "UploadPart",
-                key: format!("s3://{}/{}", self.store.bucket, self.full),
-                reason: format!("the upload task failed: {e}"),
-                retryable: false,
+                location: self.store.location(self.full),
+                status: None,
+                code: None,
+                source: Box::new(e),
             })
         })?;
         self.done.push(part);
@@ -313,10 +337,18 @@ impl Upload<'_> {
         Ok(())
     }
 
-    async fn complete(&mut self) -> Result<(), StoreError> {
+    /// Completes the upload of `total` bytes.
+    ///
+    /// When completing fails, the store may still have completed it: the answer can be lost (a
+    /// reset, a timeout) and the SDK's retry then meets `NoSuchUpload`. The object found under
+    /// the key then decides: exactly this size and (where the store uses S3's multipart ETags)
+    /// exactly the ETag these parts give means the upload is complete.
+    async fn complete(&mut self, total: u64) -> Result<(), StoreError> {
         let mut parts = std::mem::take(&mut self.done);
         parts.sort_by_key(CompletedPart::part_number);
-        self.store
+        let predicted = etag::predict_multipart(parts.iter().map(CompletedPart::e_tag));
+        let sent = self
+            .store
             .client
             .complete_multipart_upload()
             .bucket(&self.store.bucket)
@@ -328,9 +360,69 @@ impl Upload<'_> {
                     .build(),
             )
             .send()
+            .await;
+        let error = match sent {
+            Ok(_) => return Ok(()),
+            Err(e) => self.store.error("CompleteMultipartUpload", self.full, e),
+        };
+        let answer_lost = error.is_retryable()
+            || matches!(&error, StoreError::S3 { code: Some(c), .. } if c == "NoSuchUpload");
+        match self
+            .found_complete(total, predicted.as_deref(), answer_lost)
             .await
-            .map_err(|e| self.store.error("CompleteMultipartUpload", self.full, &e))?;
-        Ok(())
+        {
+            Ok(true) => {
+                tracing::info!(
+                    key = self.full,
+                    error = %chain(&error),
+                    "completing the multipart upload failed, but the object is complete"
+                );
+                Ok(())
+            }
+            Ok(false) => Err(error),
+            Err(head_error) => {
+                tracing::warn!(
+                    key = self.full,
+                    error = %chain(&head_error),
+                    "cannot check a failed completion"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the object under the key is this upload, completed (see `etag::completed`).
+    async fn found_complete(
+        &self,
+        total: u64,
+        predicted: Option<&str>,
+        answer_lost: bool,
+    ) -> Result<bool, StoreError> {
+        let head = self
+            .store
+            .client
+            .head_object()
+            .bucket(&self.store.bucket)
+            .key(self.full)
+            .send()
+            .await;
+        let output = match head {
+            Ok(output) => output,
+            Err(e) => {
+                return match self.store.error("HeadObject", self.full, e) {
+                    StoreError::NotFound { .. } => Ok(false),
+                    other => Err(other),
+                };
+            }
+        };
+        let Some(size) = output.content_length().and_then(|n| u64::try_from(n).ok()) else {
+            return Ok(false);
+        };
+        let found = etag::Found {
+            size,
+            etag: output.e_tag(),
+        };
+        Ok(etag::completed(&found, total, predicted, answer_lost))
     }
 }
 
@@ -385,8 +477,8 @@ async fn abort(store: S3Store, key: String, upload_id: String) {
     match result {
         Ok(_) => tracing::debug!(key, "aborted multipart upload"),
         Err(e) => {
-            let error = store.error("AbortMultipartUpload", &key, &e);
-            tracing::warn!(key, upload_id, %error, "could not abort a multipart upload");
+            let error = store.error("AbortMultipartUpload", &key, e);
+            tracing::warn!(key, upload_id, error = %chain(&error), "could not abort a multipart upload");
         }
     }
 }
@@ -418,7 +510,7 @@ pub(super) async fn abort_stale(
             {
                 return Ok(None);
             }
-            Err(e) => return Err(store.error("ListMultipartUploads", &full_prefix, &e)),
+            Err(e) => return Err(store.error("ListMultipartUploads", &full_prefix, e)),
         };
         for upload in page.uploads() {
             let started = upload.initiated().and_then(super::to_chrono);

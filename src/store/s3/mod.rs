@@ -1,28 +1,27 @@
 //! The S3-compatible store (`s3://bucket/prefix`) on aws-sdk-s3: AWS, MinIO, Garage, R2, B2…
 
+mod abort;
+mod client;
+mod complete;
 mod download;
 mod error;
-pub use error::SdkCause;
 mod etag;
 mod multipart;
 
+pub use error::SdkCause;
+
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition, TokenBucket};
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    StalledStreamProtectionConfig,
-};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::{ByteReader, ObjectMeta, ObjectStore, S3Settings, StoreError};
+use client::Timeouts;
 
 /// The smallest part S3 accepts (except for the last one).
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -48,38 +47,6 @@ pub struct S3Store {
     bucket_seen: Arc<AtomicBool>,
     timeouts: Timeouts,
     max_attempts: u32,
-}
-
-/// Per-attempt limits of the store's requests (see `S3Settings`).
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    request: Duration,
-    part: Duration,
-    read: Duration,
-}
-
-impl Timeouts {
-    /// The SDK timeout configuration for requests whose attempts may take `attempt`.
-    ///
-    /// A per-operation override replaces the client's whole timeout configuration, so the
-    /// connect timeout is repeated here.
-    fn sdk(&self, attempt: Duration) -> TimeoutConfig {
-        TimeoutConfig::builder()
-            .connect_timeout(self.connect)
-            .operation_attempt_timeout(attempt)
-            .build()
-    }
-}
-
-/// Gives every store its own retry token bucket: the SDK's default partition is shared by every
-/// client of the process, so one store's failures would use up another's retries.
-fn retry_partition() -> RetryPartition {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    RetryPartition::custom(format!("pgkeep-store-{n}"))
-        .token_bucket(TokenBucket::default())
-        .build()
 }
 
 impl fmt::Debug for S3Store {
@@ -127,49 +94,9 @@ impl S3Store {
         settings: &S3Settings,
         credentials: Option<Credentials>,
     ) -> S3Store {
-        let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::from_static("us-east-1"));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let shared = loader.load().await;
-
-        let timeouts = Timeouts {
-            connect: nonzero(settings.connect_timeout),
-            request: nonzero(settings.request_timeout),
-            part: nonzero(settings.part_timeout),
-            read: nonzero(settings.read_timeout),
-        };
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(settings.force_path_style)
-            // The standard strategy: exponential backoff with full jitter between attempts.
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)))
-            .retry_partition(retry_partition())
-            .timeout_config(timeouts.sdk(timeouts.request))
-            // Uploads keep the SDK's stall detection; downloads have their own idle timeout,
-            // which resumes the transfer instead of failing it (`download.rs`).
-            .stalled_stream_protection(
-                StalledStreamProtectionConfig::enabled()
-                    .upload_enabled(true)
-                    .download_enabled(false)
-                    .build(),
-            );
-        if let Some(endpoint) = &settings.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        if !settings.request_checksums {
-            config = config
-                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        }
-        let endpoint = settings.endpoint.clone().unwrap_or_else(|| {
-            let region = shared.region().map_or("us-east-1", Region::as_ref);
-            format!("https://s3.{region}.amazonaws.com")
-        });
+        let (client, endpoint, timeouts) = client::build(settings, credentials).await;
         S3Store {
-            client: aws_sdk_s3::Client::from_conf(config.build()),
+            client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint,
@@ -272,16 +199,6 @@ impl S3Store {
     }
 }
 
-/// A zero duration would disable the SDK's timeout; config validation refuses it, and a store
-/// built in code gets one second instead.
-fn nonzero(d: Duration) -> Duration {
-    if d.is_zero() {
-        Duration::from_secs(1)
-    } else {
-        d
-    }
-}
-
 fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
@@ -376,7 +293,7 @@ impl ObjectStore for S3Store {
         prefix: &str,
         older_than: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<usize>, StoreError> {
-        multipart::abort_stale(self, prefix, older_than).await
+        abort::abort_stale(self, prefix, older_than).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -5,15 +5,14 @@ use std::io;
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::S3Store;
-use super::etag;
-use crate::store::error::chain;
+use super::abort::AbortOnDrop;
 use crate::store::{ByteReader, StoreError};
 
 /// S3's limit on the number of parts of one upload.
@@ -337,204 +336,10 @@ impl Upload<'_> {
         Ok(())
     }
 
-    /// Completes the upload of `total` bytes.
-    ///
-    /// When completing fails, the store may still have completed it: the answer can be lost (a
-    /// reset, a timeout) and the SDK's retry then meets `NoSuchUpload`. The object found under
-    /// the key then decides: exactly this size and (where the store uses S3's multipart ETags)
-    /// exactly the ETag these parts give means the upload is complete.
     async fn complete(&mut self, total: u64) -> Result<(), StoreError> {
-        let mut parts = std::mem::take(&mut self.done);
-        parts.sort_by_key(CompletedPart::part_number);
-        let predicted = etag::predict_multipart(parts.iter().map(CompletedPart::e_tag));
-        let sent = self
-            .store
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.store.bucket)
-            .key(self.full)
-            .upload_id(self.id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await;
-        let error = match sent {
-            Ok(_) => return Ok(()),
-            Err(e) => self.store.error("CompleteMultipartUpload", self.full, e),
-        };
-        let answer_lost = error.is_retryable()
-            || matches!(&error, StoreError::S3 { code: Some(c), .. } if c == "NoSuchUpload");
-        match self
-            .found_complete(total, predicted.as_deref(), answer_lost)
-            .await
-        {
-            Ok(true) => {
-                tracing::info!(
-                    key = self.full,
-                    error = %chain(&error),
-                    "completing the multipart upload failed, but the object is complete"
-                );
-                Ok(())
-            }
-            Ok(false) => Err(error),
-            Err(head_error) => {
-                tracing::warn!(
-                    key = self.full,
-                    error = %chain(&head_error),
-                    "cannot check a failed completion"
-                );
-                Err(error)
-            }
-        }
+        let parts = std::mem::take(&mut self.done);
+        super::complete::complete(self.store, self.full, self.id, parts, total).await
     }
-
-    /// Whether the object under the key is this upload, completed (see `etag::completed`).
-    async fn found_complete(
-        &self,
-        total: u64,
-        predicted: Option<&str>,
-        answer_lost: bool,
-    ) -> Result<bool, StoreError> {
-        let head = self
-            .store
-            .client
-            .head_object()
-            .bucket(&self.store.bucket)
-            .key(self.full)
-            .send()
-            .await;
-        let output = match head {
-            Ok(output) => output,
-            Err(e) => {
-                return match self.store.error("HeadObject", self.full, e) {
-                    StoreError::NotFound { .. } => Ok(false),
-                    other => Err(other),
-                };
-            }
-        };
-        let Some(size) = output.content_length().and_then(|n| u64::try_from(n).ok()) else {
-            return Ok(false);
-        };
-        let found = etag::Found {
-            size,
-            etag: output.e_tag(),
-        };
-        Ok(etag::completed(&found, total, predicted, answer_lost))
-    }
-}
-
-/// Aborts the multipart upload unless disarmed: awaited on failure, spawned when the `put`
-/// future is dropped mid-way, so no half-uploaded parts are left behind (and billed).
-struct AbortOnDrop {
-    store: S3Store,
-    key: String,
-    upload_id: Option<String>,
-}
-
-impl AbortOnDrop {
-    fn disarm(mut self) {
-        self.upload_id = None;
-    }
-
-    async fn abort(mut self) {
-        if let Some(upload_id) = self.upload_id.take() {
-            abort(self.store.clone(), std::mem::take(&mut self.key), upload_id).await;
-        }
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some(upload_id) = self.upload_id.take() else {
-            return;
-        };
-        let key = std::mem::take(&mut self.key);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(abort(self.store.clone(), key, upload_id));
-        } else {
-            tracing::warn!(
-                key,
-                upload_id,
-                "cannot abort an interrupted multipart upload: no runtime; \
-                 a lifecycle rule for incomplete uploads will clean it up"
-            );
-        }
-    }
-}
-
-async fn abort(store: S3Store, key: String, upload_id: String) {
-    let result = store
-        .client
-        .abort_multipart_upload()
-        .bucket(&store.bucket)
-        .key(&key)
-        .upload_id(&upload_id)
-        .send()
-        .await;
-    match result {
-        Ok(_) => tracing::debug!(key, "aborted multipart upload"),
-        Err(e) => {
-            let error = store.error("AbortMultipartUpload", &key, e);
-            tracing::warn!(key, upload_id, error = %chain(&error), "could not abort a multipart upload");
-        }
-    }
-}
-
-/// Aborts the multipart uploads under `prefix` (a store key prefix) initiated before
-/// `older_than`; `None` when the store answers that it does not list uploads (501).
-pub(super) async fn abort_stale(
-    store: &S3Store,
-    prefix: &str,
-    older_than: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<usize>, StoreError> {
-    let full_prefix = store.full_key(prefix);
-    let mut stale = Vec::new();
-    let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
-    loop {
-        let listed = store
-            .client
-            .list_multipart_uploads()
-            .bucket(&store.bucket)
-            .prefix(&full_prefix)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(upload_id_marker.take())
-            .send()
-            .await;
-        let page = match listed {
-            Ok(page) => page,
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 501 =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(store.error("ListMultipartUploads", &full_prefix, e)),
-        };
-        for upload in page.uploads() {
-            let started = upload.initiated().and_then(super::to_chrono);
-            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
-                && started.is_some_and(|t| t < older_than)
-            {
-                stale.push((key.to_string(), id.to_string()));
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            break;
-        }
-        key_marker = page.next_key_marker().map(str::to_string);
-        upload_id_marker = page.next_upload_id_marker().map(str::to_string);
-        if key_marker.is_none() && upload_id_marker.is_none() {
-            break;
-        }
-    }
-    let count = stale.len();
-    for (key, upload_id) in stale {
-        tracing::info!(key, "aborting a stale multipart upload");
-        abort(store.clone(), key, upload_id).await;
-    }
-    Ok(Some(count))
 }
 
 #[cfg(test)]

@@ -13,4 +13,5 @@ mod packaging;
 mod retention;
 mod snapshot;
 mod store_conformance;
+mod store_faults;
 mod verify;

@@ -55,6 +55,18 @@ pub struct RawS3 {
     pub parts_in_flight: u64,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u64,
+    /// Longest wait for a connection to the store, e.g. "10s".
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: String,
+    /// Longest one attempt of a request other than a part upload or a body transfer may take.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Longest one attempt of one part upload may take.
+    #[serde(default = "default_part_timeout")]
+    pub part_timeout: String,
+    /// Longest a download may go without receiving a byte.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: String,
 }
 
 impl Default for RawS3 {
@@ -67,6 +79,10 @@ impl Default for RawS3 {
             part_size_mib: default_part_size_mib(),
             parts_in_flight: default_parts_in_flight(),
             max_attempts: default_max_attempts(),
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+            part_timeout: default_part_timeout(),
+            read_timeout: default_read_timeout(),
         }
     }
 }
@@ -188,6 +204,18 @@ fn default_parts_in_flight() -> u64 {
 }
 fn default_max_attempts() -> u64 {
     5
+}
+fn default_connect_timeout() -> String {
+    "10s".to_string()
+}
+fn default_request_timeout() -> String {
+    "1m".to_string()
+}
+fn default_part_timeout() -> String {
+    "10m".to_string()
+}
+fn default_read_timeout() -> String {
+    "1m".to_string()
 }
 pub(super) fn default_kind() -> String {
     "dump".to_string()

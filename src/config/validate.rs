@@ -111,6 +111,30 @@ fn s3_settings(raw: &RawS3, problems: &mut Problems) -> S3Settings {
     if !(1..=20).contains(&raw.max_attempts) {
         problems.add("storage.s3.max_attempts", "must be between 1 and 20");
     }
+    let defaults = S3Settings::default();
+    let mut timeout = |name: &str, value: &str, default: Duration| {
+        let key = format!("storage.s3.{name}");
+        match duration(&key, value, problems) {
+            Some(d) if d.is_zero() => {
+                problems.add(key, "must be longer than 0 (pgkeep never waits forever)");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    };
+    let connect_timeout = timeout(
+        "connect_timeout",
+        &raw.connect_timeout,
+        defaults.connect_timeout,
+    );
+    let request_timeout = timeout(
+        "request_timeout",
+        &raw.request_timeout,
+        defaults.request_timeout,
+    );
+    let part_timeout = timeout("part_timeout", &raw.part_timeout, defaults.part_timeout);
+    let read_timeout = timeout("read_timeout", &raw.read_timeout, defaults.read_timeout);
     S3Settings {
         endpoint: raw.endpoint.clone(),
         region: raw.region.clone(),
@@ -119,6 +143,10 @@ fn s3_settings(raw: &RawS3, problems: &mut Problems) -> S3Settings {
         part_size: raw.part_size_mib * 1024 * 1024,
         parts_in_flight: raw.parts_in_flight.clamp(1, 64) as usize,
         max_attempts: raw.max_attempts.clamp(1, 20) as u32,
+        connect_timeout,
+        request_timeout,
+        part_timeout,
+        read_timeout,
     }
 }
 

@@ -189,6 +189,15 @@ async fn the_lock_holder_sweeps_debris_of_any_age_others_only_old_debris() {
     assert!(path(&dir, "main").exists());
 }
 
+fn unreachable(why: &str) -> StoreError {
+    StoreError::Unreachable {
+        endpoint: "flaky".into(),
+        operation: "PutObject",
+        location: "flaky".into(),
+        source: why.to_string().into(),
+    }
+}
+
 /// A local store whose manifest writes fail in chosen ways.
 #[derive(Debug)]
 struct Flaky {
@@ -206,25 +215,16 @@ impl ObjectStore for Flaky {
         self.puts.fetch_add(1, Ordering::Relaxed);
         if key.ends_with(MANIFEST_NAME) && self.lose_answer.load(Ordering::Relaxed) {
             self.inner.put(key, body).await?;
-            return Err(StoreError::Unreachable {
-                endpoint: "flaky".into(),
-                reason: "connection reset after the request was sent".into(),
-            });
+            return Err(unreachable("connection reset after the request was sent"));
         }
         if key.ends_with(MANIFEST_NAME) && self.fail_reads.load(Ordering::Relaxed) {
-            return Err(StoreError::Unreachable {
-                endpoint: "flaky".into(),
-                reason: "timed out".into(),
-            });
+            return Err(unreachable("timed out"));
         }
         self.inner.put(key, body).await
     }
     async fn get(&self, key: &str) -> Result<ByteReader, StoreError> {
         if key.ends_with(MANIFEST_NAME) && self.fail_reads.load(Ordering::Relaxed) {
-            return Err(StoreError::Unreachable {
-                endpoint: "flaky".into(),
-                reason: "timed out".into(),
-            });
+            return Err(unreachable("timed out"));
         }
         self.inner.get(key).await
     }

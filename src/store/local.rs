@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::read::Located;
 use super::{ByteReader, ObjectMeta, ObjectStore, StoreError};
 
 /// Names of in-progress uploads start with this; `list` never reports them.
@@ -215,6 +216,9 @@ impl ObjectStore for LocalStore {
             store: self,
             temp: Some(temp.clone()),
         };
+        // Write errors name the object being stored (a full disk, a read-only mount), not the
+        // temp file, which is removed before the error is seen.
+        let write_error = |e| Self::io_error(&target, e);
 
         let mut buf = vec![0u8; COPY_BUFFER];
         let mut written = 0u64;
@@ -230,20 +234,16 @@ impl ObjectStore for LocalStore {
                     });
                 }
             };
-            file.write_all(&buf[..n])
-                .await
-                .map_err(|e| Self::io_error(&temp, e))?;
+            file.write_all(&buf[..n]).await.map_err(write_error)?;
             written += n as u64;
         }
-        file.flush().await.map_err(|e| Self::io_error(&temp, e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| Self::io_error(&temp, e))?;
+        file.flush().await.map_err(write_error)?;
+        file.sync_all().await.map_err(write_error)?;
         drop(file);
 
         tokio::fs::rename(&temp, &target)
             .await
-            .map_err(|e| Self::io_error(&target, e))?;
+            .map_err(write_error)?;
         guard.temp = None;
         let dir = target
             .parent()
@@ -270,7 +270,7 @@ impl ObjectStore for LocalStore {
         if !meta.is_file() {
             return Err(not_found());
         }
-        Ok(Box::pin(file))
+        Ok(Box::pin(Located::new(file, path.display().to_string())))
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {

@@ -1,16 +1,20 @@
 //! Object storage: the narrow `ObjectStore` trait and its local-directory and S3 implementations.
 
+mod error;
 mod local;
+mod read;
 mod s3;
 
 use std::fmt;
 use std::pin::Pin;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
 
+pub use error::{BoxError, StoreError, store_error_of};
 pub use local::LocalStore;
-pub use s3::S3Store;
+pub use s3::{S3Store, SdkCause};
 
 /// How to reach an S3-compatible store. Credentials always come from the standard AWS chain
 /// (environment, shared files, instance or container roles), never from pgkeep's own config.
@@ -30,8 +34,19 @@ pub struct S3Settings {
     /// Part buffers, being filled or uploading, at once across all uploads of the store (at
     /// least 2); memory use is at most about `parts_in_flight * part size`.
     pub parts_in_flight: usize,
-    /// Attempts per request, the first included, for transient errors (5xx, throttling, resets).
+    /// Attempts per request, the first included, for transient errors (5xx, throttling, resets,
+    /// timeouts); also how many times in a row a download is resumed after a fault mid-body.
     pub max_attempts: u32,
+    /// Longest wait for a TCP (and TLS) connection to the store.
+    pub connect_timeout: Duration,
+    /// Longest one attempt of a request may take, other than part uploads and the transfer of a
+    /// download's body: head, list, delete, create/complete/abort an upload, put a small object.
+    pub request_timeout: Duration,
+    /// Longest one attempt of one part upload (or of a single PutObject larger than 1 MiB) may
+    /// take; sized for multi-GB parts on a slow link.
+    pub part_timeout: Duration,
+    /// Longest a download may go without receiving a byte before it is resumed.
+    pub read_timeout: Duration,
 }
 
 impl Default for S3Settings {
@@ -44,6 +59,10 @@ impl Default for S3Settings {
             part_size: 8 * 1024 * 1024,
             parts_in_flight: 4,
             max_attempts: 5,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_mins(1),
+            part_timeout: Duration::from_mins(10),
+            read_timeout: Duration::from_mins(1),
         }
     }
 }
@@ -62,71 +81,6 @@ pub struct ObjectMeta {
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Errors of a store operation. Variants name the object or location that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object not found: {key}")]
-    NotFound { key: String },
-    #[error("bucket '{bucket}' does not exist")]
-    NoSuchBucket { bucket: String },
-    #[error("access denied to {location}: {reason}")]
-    AccessDenied { location: String, reason: String },
-    #[error("cannot reach the store at {endpoint}: {reason}")]
-    Unreachable { endpoint: String, reason: String },
-    #[error("reading the data to upload for {key} failed: {source}")]
-    Source {
-        key: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("storage I/O on {location} failed: {source}")]
-    Io {
-        location: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("S3 {operation} on {key} failed: {reason}")]
-    S3 {
-        operation: &'static str,
-        key: String,
-        reason: String,
-        retryable: bool,
-    },
-    #[error("invalid storage URL '{url}': {reason}")]
-    InvalidUrl { url: String, reason: String },
-}
-
-impl StoreError {
-    /// A read of `key`'s body failed: the store's own error when the reader carries one (a
-    /// transport fault the store could not get past), else the I/O error at `key`.
-    pub fn from_read(key: &str, e: std::io::Error) -> StoreError {
-        if crate::error::wraps::<StoreError>(&e) {
-            let inner = e.into_inner().expect("checked above");
-            return *inner.downcast::<StoreError>().expect("checked above");
-        }
-        StoreError::Io {
-            location: key.to_string(),
-            source: e,
-        }
-    }
-
-    /// Whether retrying the same operation later may succeed (network trouble, throttling, 5xx).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            StoreError::Unreachable { .. } => true,
-            StoreError::S3 { retryable, .. } => *retryable,
-            StoreError::Io { source, .. } | StoreError::Source { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-            ),
-            _ => false,
-        }
-    }
-}
-
 /// A place where backups live. Keys are `/`-separated paths relative to the store's root;
 /// implementations map them onto their own prefix.
 #[async_trait]
@@ -138,6 +92,10 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, body: ByteReader) -> Result<u64, StoreError>;
 
     /// Opens the object for streaming reads.
+    ///
+    /// The reader's errors wrap a `StoreError` (see [`store_error_of`]) when the store could not
+    /// deliver the bytes: a failed read is then never mistaken for damaged content. S3 downloads
+    /// resume after transient faults mid-body, so the reader yields one continuous stream.
     async fn get(&self, key: &str) -> Result<ByteReader, StoreError>;
 
     /// The object's metadata, or `None` when there is no object under `key`.

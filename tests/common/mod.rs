@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod faultproxy;
 pub mod pg;
 pub mod s3;

@@ -6,6 +6,7 @@
 //! explicitly (`S3Store::with_credentials`) or to child processes as environment variables,
 //! never set on this process.
 
+use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -99,6 +100,24 @@ impl S3Target {
         env
     }
 
+    /// The server's address, for a proxy in front of it (`faultproxy::FaultProxy::start`).
+    pub fn upstream(&self) -> SocketAddr {
+        let endpoint = self.settings.endpoint.as_deref().unwrap_or_default();
+        endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("endpoint {endpoint} is not host:port: {e}"))
+    }
+
+    /// The same place reached through another endpoint (a proxy in front of the server); the
+    /// original keeps talking to the server directly, for assertions.
+    pub fn via(&self, endpoint: &str) -> S3Target {
+        let mut target = self.clone();
+        target.settings.endpoint = Some(endpoint.to_string());
+        target
+    }
+
     /// A store on this target with the test credentials.
     pub async fn store(&self) -> S3Store {
         self.store_with(&self.settings).await
@@ -148,6 +167,18 @@ impl S3Target {
             .filter_map(|u| u.key().map(str::to_string))
             .collect()
     }
+}
+
+/// An error and its causes joined as the CLI prints them: `outer: cause: root`.
+pub fn report(e: &(dyn Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut current = e.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
 }
 
 /// A unique, bucket-name-safe suffix for `label` within this test process.

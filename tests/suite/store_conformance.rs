@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use pgkeep::store::{ByteReader, LocalStore, ObjectStore, S3Settings, S3Store, StoreError};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
-use crate::common::s3::{self, S3Target};
+use crate::common::faultproxy::FaultProxy;
+use crate::common::s3::{self, S3Target, report};
 
 /// Part size the S3 targets use (the S3 minimum), so multipart objects stay small.
 const PART: usize = 5 * 1024 * 1024;
 
 /// Deterministic, incompressible-looking bytes (xorshift), different for each `seed`.
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
@@ -27,7 +28,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-fn reader(bytes: Vec<u8>) -> ByteReader {
+pub fn reader(bytes: Vec<u8>) -> ByteReader {
     Box::pin(io::Cursor::new(bytes))
 }
 
@@ -173,7 +174,7 @@ pub async fn conformance(store: &dyn ObjectStore) {
         matches!(err, StoreError::Source { .. }),
         "expected Source, got {err}"
     );
-    assert!(err.to_string().contains("the source died"), "{err}");
+    assert!(report(&err).contains("the source died"), "{}", report(&err));
     assert!(store.head("job/d/broken").await.unwrap().is_none());
     // ... or within the first part, and never replaces an existing object.
     let err = store
@@ -253,6 +254,38 @@ async fn s3s_fs_store_conforms() {
         .await
         .unwrap();
     conformance(&prefixed.store().await).await;
+}
+
+/// The fault proxy with no rules is transparent: the whole suite passes through it, with the
+/// SDK's checksummed (aws-chunked) bodies and without them, on keep-alive connections.
+async fn conforms_through_the_proxy(target: S3Target) {
+    let proxy = FaultProxy::start(target.upstream());
+    for request_checksums in [true, false] {
+        let place = S3Target {
+            prefix: format!("proxied-{request_checksums}"),
+            ..target.clone()
+        };
+        let via = place.via(&proxy.endpoint());
+        let settings = S3Settings {
+            request_checksums,
+            ..via.settings.clone()
+        };
+        conformance(&via.store_with(&settings).await).await;
+    }
+    assert_eq!(proxy.injected(), 0);
+    assert!(proxy.seen().len() > 30, "requests went through the proxy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3s_fs_store_conforms_through_the_fault_proxy() {
+    conforms_through_the_proxy(s3::s3s_fs("proxied")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garage_store_conforms_through_the_fault_proxy() {
+    if let Some(target) = s3::garage("proxied") {
+        conforms_through_the_proxy(target).await;
+    }
 }
 
 /// Parallel uploads (an export's tables) share the store's part buffers: with room for only
@@ -444,8 +477,9 @@ async fn unreachable_endpoint_fails_fast_and_names_it() {
     );
     assert!(matches!(err, StoreError::Unreachable { .. }), "{err}");
     assert!(err.is_retryable());
-    let message = err.to_string();
+    let message = report(&err);
     assert!(message.contains(&endpoint), "{message}");
+    assert!(message.contains("HeadObject"), "{message}");
     assert!(
         !message.contains('\n') && !message.contains("{ "),
         "one plain line: {message}"

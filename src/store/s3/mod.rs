@@ -1,22 +1,27 @@
 //! The S3-compatible store (`s3://bucket/prefix`) on aws-sdk-s3: AWS, MinIO, Garage, R2, B2…
 
+mod abort;
+mod client;
+mod complete;
+mod download;
 mod error;
+mod etag;
 mod multipart;
+
+pub use error::SdkCause;
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::meta::region::RegionProviderChain;
+use aws_sdk_s3::config::Credentials;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::{ByteReader, ObjectMeta, ObjectStore, S3Settings, StoreError};
+use client::Timeouts;
 
 /// The smallest part S3 accepts (except for the last one).
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -40,6 +45,8 @@ pub struct S3Store {
     part_buffers: Arc<tokio::sync::Semaphore>,
     /// Set once the bucket is known to exist, so a 404 from `head` needs no second look.
     bucket_seen: Arc<AtomicBool>,
+    timeouts: Timeouts,
+    max_attempts: u32,
 }
 
 impl fmt::Debug for S3Store {
@@ -87,32 +94,9 @@ impl S3Store {
         settings: &S3Settings,
         credentials: Option<Credentials>,
     ) -> S3Store {
-        let region = RegionProviderChain::first_try(settings.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::from_static("us-east-1"));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
-        if let Some(credentials) = credentials {
-            loader = loader.credentials_provider(credentials);
-        }
-        let shared = loader.load().await;
-
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(settings.force_path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts.max(1)));
-        if let Some(endpoint) = &settings.endpoint {
-            config = config.endpoint_url(endpoint);
-        }
-        if !settings.request_checksums {
-            config = config
-                .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-                .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-        }
-        let endpoint = settings.endpoint.clone().unwrap_or_else(|| {
-            let region = shared.region().map_or("us-east-1", Region::as_ref);
-            format!("https://s3.{region}.amazonaws.com")
-        });
+        let (client, endpoint, timeouts) = client::build(settings, credentials).await;
         S3Store {
-            client: aws_sdk_s3::Client::from_conf(config.build()),
+            client,
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint,
@@ -120,6 +104,8 @@ impl S3Store {
             parts_in_flight: settings.parts_in_flight.max(1),
             part_buffers: Arc::new(tokio::sync::Semaphore::new(settings.parts_in_flight.max(2))),
             bucket_seen: Arc::new(AtomicBool::new(false)),
+            timeouts,
+            max_attempts: settings.max_attempts.max(1),
         }
     }
 
@@ -151,14 +137,29 @@ impl S3Store {
         }
     }
 
+    /// The store error for a failed request that ran with the default `request_timeout`.
     fn error<E>(
         &self,
         operation: &'static str,
         full_key: &str,
-        err: &SdkError<E, HttpResponse>,
+        err: SdkError<E, HttpResponse>,
     ) -> StoreError
     where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.error_after(operation, full_key, self.timeouts.request, err)
+    }
+
+    /// The store error for a failed request whose attempts were limited to `timeout`.
+    fn error_after<E>(
+        &self,
+        operation: &'static str,
+        full_key: &str,
+        timeout: Duration,
+        err: SdkError<E, HttpResponse>,
+    ) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         error::map(
             err,
@@ -167,8 +168,14 @@ impl S3Store {
                 bucket: &self.bucket,
                 key: full_key,
                 endpoint: &self.endpoint,
+                timeout,
             },
         )
+    }
+
+    /// `s3://bucket/key` of a full key, for messages.
+    fn location(&self, full_key: &str) -> String {
+        format!("s3://{}/{full_key}", self.bucket)
     }
 
     /// Tells a missing bucket from a missing object after a 404: HEAD responses carry no error
@@ -182,7 +189,7 @@ impl S3Store {
                 self.bucket_seen.store(true, Ordering::Relaxed);
                 Ok(())
             }
-            Err(e) => Err(match self.error("HeadBucket", "", &e) {
+            Err(e) => Err(match self.error("HeadBucket", "", e) {
                 StoreError::NotFound { .. } => StoreError::NoSuchBucket {
                     bucket: self.bucket.clone(),
                 },
@@ -204,25 +211,16 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<ByteReader, StoreError> {
         let full = self.full_key(key);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await;
-        match result {
-            Ok(output) => Ok(Box::pin(output.body.into_async_read())),
-            Err(e) => Err(match self.error("GetObject", &full, &e) {
-                // Some stores answer NoSuchKey for a missing bucket too.
-                StoreError::NotFound { .. } => {
-                    self.check_bucket().await?;
-                    StoreError::NotFound {
-                        key: key.to_string(),
-                    }
-                }
-                other => other,
-            }),
+        match download::open(self, full).await {
+            Ok(reader) => Ok(reader),
+            // Some stores answer NoSuchKey for a missing bucket too.
+            Err(StoreError::NotFound { .. }) => {
+                self.check_bucket().await?;
+                Err(StoreError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -244,7 +242,7 @@ impl ObjectStore for S3Store {
                     last_modified: output.last_modified().and_then(to_chrono),
                 }))
             }
-            Err(e) => match self.error("HeadObject", &full, &e) {
+            Err(e) => match self.error("HeadObject", &full, e) {
                 StoreError::NotFound { .. } => {
                     self.check_bucket().await?;
                     Ok(None)
@@ -265,7 +263,7 @@ impl ObjectStore for S3Store {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, &e))?;
+            let page = page.map_err(|e| self.error("ListObjectsV2", &full_prefix, e))?;
             for object in page.contents() {
                 let Some(key) = object.key().and_then(|k| self.store_key(k)) else {
                     continue;
@@ -295,7 +293,7 @@ impl ObjectStore for S3Store {
         prefix: &str,
         older_than: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<usize>, StoreError> {
-        multipart::abort_stale(self, prefix, older_than).await
+        abort::abort_stale(self, prefix, older_than).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -309,7 +307,7 @@ impl ObjectStore for S3Store {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match self.error("DeleteObject", &full, &e) {
+            Err(e) => match self.error("DeleteObject", &full, e) {
                 StoreError::NotFound { .. } => Ok(()),
                 other => Err(other),
             },

@@ -5,13 +5,14 @@ use std::io;
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use super::S3Store;
+use super::abort::AbortOnDrop;
 use crate::store::{ByteReader, StoreError};
 
 /// S3's limit on the number of parts of one upload.
@@ -19,6 +20,9 @@ const MAX_PARTS: i32 = 10_000;
 /// Parts per size step: part sizes double after every this many parts, so 10,000 parts starting
 /// at 8 MiB cover almost 8 TiB while small backups keep small parts.
 const PARTS_PER_STEP: i32 = 1_000;
+/// A single PutObject up to this size is a "small" request (`request_timeout`); a larger one
+/// carries up to a part's worth of data and gets `part_timeout`.
+const SMALL_PUT: u64 = 1024 * 1024;
 
 /// Uploads `body` under `key` (a store key) and returns its length.
 pub(super) async fn put(
@@ -53,13 +57,14 @@ pub(super) async fn put(
         .key(&full)
         .send()
         .await
-        .map_err(|e| store.error("CreateMultipartUpload", &full, &e))?;
+        .map_err(|e| store.error("CreateMultipartUpload", &full, e))?;
     let Some(upload_id) = created.upload_id else {
         return Err(StoreError::S3 {
             operation: "CreateMultipartUpload",
-            key: format!("s3://{}/{full}", store.bucket),
-            reason: "the store returned no upload id".into(),
-            retryable: false,
+            location: store.location(&full),
+            status: None,
+            code: None,
+            source: "the store returned no upload id".into(),
         });
     };
     let guard = AbortOnDrop {
@@ -78,7 +83,7 @@ pub(super) async fn put(
         spare: None,
     };
     let result = match upload.send_parts(first, permit, carry, &mut body).await {
-        Ok(total) => upload.complete().await.map(|()| total),
+        Ok(total) => upload.complete(total).await.map(|()| total),
         Err(e) => Err(e),
     };
     upload.tasks.shutdown().await;
@@ -142,6 +147,11 @@ async fn read_part(
 
 async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, StoreError> {
     let len = data.len() as u64;
+    let timeout = if len <= SMALL_PUT {
+        store.timeouts.request
+    } else {
+        store.timeouts.part
+    };
     store
         .client
         .put_object()
@@ -149,9 +159,13 @@ async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, Sto
         .key(full)
         .content_length(len as i64)
         .body(ByteStream::from(data))
+        .customize()
+        .config_override(
+            aws_sdk_s3::config::Builder::default().timeout_config(store.timeouts.sdk(timeout)),
+        )
         .send()
         .await
-        .map_err(|e| store.error("PutObject", full, &e))?;
+        .map_err(|e| store.error_after("PutObject", full, timeout, e))?;
     Ok(len)
 }
 
@@ -223,11 +237,13 @@ impl Upload<'_> {
             if number > MAX_PARTS {
                 return Err(StoreError::S3 {
                     operation: "UploadPart",
-                    key: format!("s3://{}/{}", self.store.bucket, self.full),
-                    reason: format!(
+                    location: self.store.location(self.full),
+                    status: None,
+                    code: None,
+                    source: format!(
                         "the object needs more than {MAX_PARTS} parts; raise the part size"
-                    ),
-                    retryable: false,
+                    )
+                    .into(),
                 });
             }
             current = next;
@@ -265,6 +281,7 @@ impl Upload<'_> {
         self.tasks.spawn(async move {
             let len = data.len() as i64;
             let buffer = data.clone();
+            let timeout = store.timeouts.part;
             let output = store
                 .client
                 .upload_part()
@@ -274,9 +291,14 @@ impl Upload<'_> {
                 .part_number(number)
                 .content_length(len)
                 .body(ByteStream::from(data))
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .timeout_config(store.timeouts.sdk(timeout)),
+                )
                 .send()
                 .await
-                .map_err(|e| store.error("UploadPart", &full, &e))?;
+                .map_err(|e| store.error_after("UploadPart", &full, timeout, e))?;
             let part = CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(output.e_tag)
@@ -301,9 +323,10 @@ impl Upload<'_> {
         let (part, buffer) = joined.unwrap_or_else(|e| {
             Err(StoreError::S3 {
                 operation: "UploadPart",
-                key: format!("s3://{}/{}", self.store.bucket, self.full),
-                reason: format!("the upload task failed: {e}"),
-                retryable: false,
+                location: self.store.location(self.full),
+                status: None,
+                code: None,
+                source: Box::new(e),
             })
         })?;
         self.done.push(part);
@@ -313,136 +336,10 @@ impl Upload<'_> {
         Ok(())
     }
 
-    async fn complete(&mut self) -> Result<(), StoreError> {
-        let mut parts = std::mem::take(&mut self.done);
-        parts.sort_by_key(CompletedPart::part_number);
-        self.store
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.store.bucket)
-            .key(self.full)
-            .upload_id(self.id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.store.error("CompleteMultipartUpload", self.full, &e))?;
-        Ok(())
+    async fn complete(&mut self, total: u64) -> Result<(), StoreError> {
+        let parts = std::mem::take(&mut self.done);
+        super::complete::complete(self.store, self.full, self.id, parts, total).await
     }
-}
-
-/// Aborts the multipart upload unless disarmed: awaited on failure, spawned when the `put`
-/// future is dropped mid-way, so no half-uploaded parts are left behind (and billed).
-struct AbortOnDrop {
-    store: S3Store,
-    key: String,
-    upload_id: Option<String>,
-}
-
-impl AbortOnDrop {
-    fn disarm(mut self) {
-        self.upload_id = None;
-    }
-
-    async fn abort(mut self) {
-        if let Some(upload_id) = self.upload_id.take() {
-            abort(self.store.clone(), std::mem::take(&mut self.key), upload_id).await;
-        }
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        let Some(upload_id) = self.upload_id.take() else {
-            return;
-        };
-        let key = std::mem::take(&mut self.key);
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(abort(self.store.clone(), key, upload_id));
-        } else {
-            tracing::warn!(
-                key,
-                upload_id,
-                "cannot abort an interrupted multipart upload: no runtime; \
-                 a lifecycle rule for incomplete uploads will clean it up"
-            );
-        }
-    }
-}
-
-async fn abort(store: S3Store, key: String, upload_id: String) {
-    let result = store
-        .client
-        .abort_multipart_upload()
-        .bucket(&store.bucket)
-        .key(&key)
-        .upload_id(&upload_id)
-        .send()
-        .await;
-    match result {
-        Ok(_) => tracing::debug!(key, "aborted multipart upload"),
-        Err(e) => {
-            let error = store.error("AbortMultipartUpload", &key, &e);
-            tracing::warn!(key, upload_id, %error, "could not abort a multipart upload");
-        }
-    }
-}
-
-/// Aborts the multipart uploads under `prefix` (a store key prefix) initiated before
-/// `older_than`; `None` when the store answers that it does not list uploads (501).
-pub(super) async fn abort_stale(
-    store: &S3Store,
-    prefix: &str,
-    older_than: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<usize>, StoreError> {
-    let full_prefix = store.full_key(prefix);
-    let mut stale = Vec::new();
-    let (mut key_marker, mut upload_id_marker) = (None::<String>, None::<String>);
-    loop {
-        let listed = store
-            .client
-            .list_multipart_uploads()
-            .bucket(&store.bucket)
-            .prefix(&full_prefix)
-            .set_key_marker(key_marker.take())
-            .set_upload_id_marker(upload_id_marker.take())
-            .send()
-            .await;
-        let page = match listed {
-            Ok(page) => page,
-            Err(aws_sdk_s3::error::SdkError::ServiceError(e))
-                if e.raw().status().as_u16() == 501 =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(store.error("ListMultipartUploads", &full_prefix, &e)),
-        };
-        for upload in page.uploads() {
-            let started = upload.initiated().and_then(super::to_chrono);
-            if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
-                && started.is_some_and(|t| t < older_than)
-            {
-                stale.push((key.to_string(), id.to_string()));
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            break;
-        }
-        key_marker = page.next_key_marker().map(str::to_string);
-        upload_id_marker = page.next_upload_id_marker().map(str::to_string);
-        if key_marker.is_none() && upload_id_marker.is_none() {
-            break;
-        }
-    }
-    let count = stale.len();
-    for (key, upload_id) in stale {
-        tracing::info!(key, "aborting a stale multipart upload");
-        abort(store.clone(), key, upload_id).await;
-    }
-    Ok(Some(count))
 }
 
 #[cfg(test)]

@@ -84,13 +84,13 @@ async fn backup_killed(p: &Pgkeep, kill: Kill) -> (Duration, Vec<String>) {
     };
     loop {
         let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, lines.next_line()).await {
-                Ok(l) => l.unwrap(),
-                Err(_) => {
+            Some(at) => {
+                let Ok(l) = tokio::time::timeout_at(at, lines.next_line()).await else {
                     child.start_kill().unwrap();
                     break;
-                }
-            },
+                };
+                l.unwrap()
+            }
             None => lines.next_line().await.unwrap(),
         };
         let Some(line) = next else { break };

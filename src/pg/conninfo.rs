@@ -25,7 +25,8 @@ const PARAMS: &[(&str, &str)] = &[
     ("keepalives_idle", ""),
 ];
 
-/// A malformed connection string. The message never contains the password.
+/// A malformed connection string. The message never contains the password: it quotes only
+/// parameter names that look like names, and nothing of a URL's `user:password@` part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid connection string: {0}")]
 pub struct ConnInfoError(pub String);
@@ -52,7 +53,8 @@ impl SslMode {
             "verify-full" => SslMode::VerifyFull,
             other => {
                 return Err(ConnInfoError(format!(
-                    "sslmode '{other}' is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    "sslmode {} is not one of disable, allow, prefer, require, verify-ca, verify-full",
+                    quoted_name(other)
                 )));
             }
         })
@@ -115,7 +117,10 @@ impl ConnInfo {
         };
         for key in params.keys() {
             if !PARAMS.iter().any(|(k, _)| k == key) {
-                return Err(ConnInfoError(format!("unknown parameter '{key}'")));
+                return Err(ConnInfoError(format!(
+                    "unknown parameter {}",
+                    quoted_name(key)
+                )));
             }
         }
         if let Some(mode) = params.get("sslmode") {
@@ -176,6 +181,27 @@ impl ConnInfo {
     }
 }
 
+/// The PG* variables that fill unset parameters (`with_env_defaults`).
+pub(super) fn param_env_vars() -> impl Iterator<Item = &'static str> {
+    PARAMS.iter().map(|(_, var)| *var).filter(|v| !v.is_empty())
+}
+
+/// `'name'` when `text` looks like a parameter name (so showing it cannot show a secret),
+/// else a description: a string that failed to parse may hold a password anywhere.
+fn quoted_name(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.len() <= 40
+        && text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain && !text.to_ascii_lowercase().contains("pass") {
+        format!("'{text}'")
+    } else {
+        "(not shown: it does not look like a parameter name)".to_string()
+    }
+}
+
 /// Every PG* variable a libpq child could read; removed from the inherited environment.
 pub fn libpq_env_vars() -> impl Iterator<Item = &'static str> {
     PARAMS
@@ -217,7 +243,8 @@ fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         }
         if chars.next() != Some('=') {
             return Err(ConnInfoError(format!(
-                "missing '=' after '{key}' (expected key=value pairs or a postgres:// URL)"
+                "missing '=' after {} (expected key=value pairs or a postgres:// URL)",
+                quoted_name(&key)
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -230,7 +257,8 @@ fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
                 match chars.next() {
                     None => {
                         return Err(ConnInfoError(format!(
-                            "unterminated quoted value for '{key}'"
+                            "unterminated quoted value for {}",
+                            quoted_name(&key)
                         )));
                     }
                     Some('\\') => match chars.next() {
@@ -266,6 +294,22 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         .split_once("://")
         .map(|(_, r)| r)
         .ok_or_else(|| ConnInfoError("bad URL".into()))?;
+    parse_url_rest(rest).map_err(|e| {
+        // With a `user:password@` whose password holds '/', '?' or '#', the parts split
+        // wrongly and any piece an error quotes may be the password: quote nothing.
+        let userinfo = rest.rfind('@').map(|at| &rest[..at]);
+        if userinfo.is_some_and(|u| u.contains(':') && u.contains(['/', '?', '#'])) {
+            ConnInfoError(
+                "the URL does not parse; if its password holds '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)"
+                    .into(),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn parse_url_rest(rest: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
@@ -308,7 +352,12 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         if let Some(p) = &port
             && p.parse::<u16>().is_err()
         {
-            return Err(ConnInfoError(format!("invalid port '{p}'")));
+            let shown = if p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()) {
+                format!("'{p}'")
+            } else {
+                quoted_name(p)
+            };
+            return Err(ConnInfoError(format!("invalid port {shown}")));
         }
         hosts.push(host);
         ports.push(port.unwrap_or_default());
@@ -323,9 +372,9 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         params.insert("dbname".into(), decode(db)?);
     }
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| ConnInfoError(format!("query parameter '{pair}' has no '='")))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ConnInfoError(format!("query parameter {} has no '='", quoted_name(pair)))
+        })?;
         params.insert(decode(k)?, decode(v)?);
     }
     Ok(params)
@@ -402,6 +451,33 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/db").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn errors_never_show_a_password() {
+        for (bad, secret) in [
+            ("postgres://u:Secret/x@host/db", "Secret"),
+            ("postgres://u:Se?cret@host/db", "cret"),
+            ("postgres://u:Se#cret@host:x/db", "cret"),
+            ("postgres:/u:Secret@h/db", "Secret"),
+            ("host=h passwordSecret", "Secret"),
+            ("host=h password='Secret", "Secret"),
+            ("host=h passwrd=Secret", "Secret"),
+            ("postgres://h/db?passwordSecret", "Secret"),
+            ("postgres://h/db?passwrd=Secret", "Secret"),
+        ] {
+            let err = ConnInfo::parse(bad).unwrap_err().to_string();
+            assert!(!err.contains(secret), "{bad}: {err}");
+        }
+        let err = ConnInfo::parse("postgres://u:Secret/x@host/db").unwrap_err();
+        assert!(err.to_string().contains("percent-encode"), "{err}");
+        // Names that cannot be secrets are still shown.
+        let err = ConnInfo::parse("host=h bogus=1").unwrap_err();
+        assert!(err.to_string().contains("'bogus'"), "{err}");
+        let err = ConnInfo::parse("postgres://h:99999/db").unwrap_err();
+        assert!(err.to_string().contains("'99999'"), "{err}");
+        let err = ConnInfo::parse("sslmode=maybe").unwrap_err();
+        assert!(err.to_string().contains("'maybe'"), "{err}");
     }
 
     #[test]

@@ -133,13 +133,9 @@ pub async fn prune_job(
         dry_run,
         deleted: Vec::new(),
     };
-    let Some(raw) = &job.retention else {
+    let Some(policy) = job.retention else {
         return Ok(report);
     };
-    let policy = Retention::try_from(raw).map_err(|source| PruneError::Policy {
-        job: job.name.clone(),
-        source,
-    })?;
     report.policy = Some(policy);
     let backups = manifest::list(store, Some(&job.name))
         .await

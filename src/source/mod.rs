@@ -1,10 +1,9 @@
 //! What a backup reads: `pg_dump` and `pg_dumpall` child processes streaming their output.
 
 pub mod export;
-mod pattern;
 mod tool;
 
-pub use pattern::{TablePattern, selected};
+pub use crate::pattern::{TablePattern, selected};
 pub use tool::{Running, Tool};
 
 /// Errors of a source process; each names the program and carries stderr's tail.

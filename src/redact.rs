@@ -1,5 +1,5 @@
 //! User input as messages may show it: on one line, shortened, with connection passwords, URL
-//! credentials and URL paths and queries (where webhooks keep their tokens) masked.
+//! credentials, and URL paths and queries (where webhooks keep their tokens) masked.
 //!
 //! Messages quote what the user wrote so the mistake can be found, but a value can hold a
 //! secret, or be a megabyte long, or sit under the wrong key (a connection URL pasted into
@@ -18,21 +18,25 @@ pub fn show(value: &str) -> String {
 
 /// [`show`] with another length limit.
 pub fn show_at_most(value: &str, limit: usize) -> String {
-    let masked = mask_password_values(&mask_urls(value));
+    let masked = mask_all(value);
     let mut out = String::new();
     let mut shown = 0;
     let mut chars = masked.chars().peekable();
     while let Some(c) = chars.next() {
-        if shown + 1 >= limit && chars.peek().is_some() {
+        let piece: String = if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            c.escape_debug().collect()
+        } else {
+            c.to_string()
+        };
+        let width = piece.chars().count();
+        let last = chars.peek().is_none();
+        // Room for this piece, and for the ellipsis if more follows.
+        if shown + width + usize::from(!last) > limit {
             out.push('…');
             break;
         }
-        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-        shown += 1;
+        out.push_str(&piece);
+        shown += width;
     }
     out
 }
@@ -46,12 +50,48 @@ pub fn scrub(message: &str, raw: &str) -> String {
         message.replace(raw, &show(raw))
     };
     // Whatever else the message quotes is masked too.
-    mask_password_values(&mask_urls(&shown))
+    mask_all(&shown)
+}
+
+fn mask_all(value: &str) -> String {
+    mask_password_values(&mask_after_colons(&mask_urls(value)))
+}
+
+/// Masks what follows a `:` up to the next `@`, `/`, `?`, `&`, `#`, quote, bracket or white
+/// space, unless it is a port-like number: `user:password@host` and `user:password/path`
+/// with their `://` mangled, or a URL's `@host` gone missing, still hide the password.
+fn mask_after_colons(value: &str) -> String {
+    if !value.contains(':') {
+        return value.to_string();
+    }
+    let is_stop = |c: char| {
+        matches!(
+            c,
+            '@' | '/' | '?' | '&' | '#' | '"' | '\'' | '[' | ']' | ',' | ';'
+        ) || c.is_whitespace()
+    };
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find(':') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let end = rest
+            .find(|c: char| is_stop(c) || c == ':')
+            .unwrap_or(rest.len());
+        let run = &rest[..end];
+        let port_like = run.bytes().all(|b| b.is_ascii_digit()) && run.parse::<u16>().is_ok();
+        if !(run.is_empty() || port_like || run == MASK) {
+            out.push_str(MASK);
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Masks what lies between `://` and the last `@` when it holds a `:` (a URL's
 /// `user:password`, whatever characters the password contains), and the path and query of
-/// http(s) URLs.
+/// URLs other than `file://` ones.
 fn mask_urls(value: &str) -> String {
     let last_at = value.rfind('@');
     let mut out = String::with_capacity(value.len());
@@ -62,10 +102,11 @@ fn mask_urls(value: &str) -> String {
         let scheme: String = value[pos..sep]
             .chars()
             .rev()
-            .take_while(char::is_ascii_alphabetic)
-            .collect::<String>()
-            .to_ascii_lowercase();
-        let is_http = scheme == "ptth" || scheme == "sptth";
+            .take_while(char::is_ascii_alphanumeric)
+            .collect::<String>();
+        // Paths and queries carry tokens (webhooks) and databases; a file URL's path is
+        // what its messages are about.
+        let mask_tail = !scheme.eq_ignore_ascii_case("elif");
         out.push_str(&value[pos..start]);
         let mut cur = start;
         if let Some(at) = last_at
@@ -75,7 +116,7 @@ fn mask_urls(value: &str) -> String {
             out.push_str(MASK);
             cur = at;
         }
-        if is_http {
+        if mask_tail {
             let after = &value[cur..];
             let end_authority = after
                 .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
@@ -157,13 +198,14 @@ mod tests {
     fn url_credentials_are_masked_whatever_the_password_holds() {
         assert_eq!(
             show("postgres://u:Secret/x@host/db"),
-            "postgres://***@host/db"
+            "postgres://***@host/…"
         );
         assert_eq!(
             show("postgres://u:p@ss:w?rd@h:5432/db"),
-            "postgres://***@h:5432/db"
+            "postgres://***@h:5432/…"
         );
-        assert_eq!(show("postgres://bob@h/db"), "postgres://bob@h/db");
+        assert_eq!(show("postgres://bob@h"), "postgres://bob@h");
+        assert_eq!(show("file:///var/lib/pgkeep"), "file:///var/lib/pgkeep");
         assert_eq!(show("x postgres://a:b@h y"), "x postgres://***@h y");
     }
 
@@ -177,13 +219,31 @@ mod tests {
         assert_eq!(show("PASSWORD=x"), "PASSWORD=***");
         assert_eq!(show("host=h dbname=password"), "host=h dbname=password");
         assert_eq!(
-            show("postgres://h/db?password=tok&sslmode=require"),
-            "postgres://h/db?password=***"
+            show("dbname=x password=tok&sslmode=require"),
+            "dbname=x password=***"
         );
     }
 
     #[test]
-    fn http_paths_and_queries_are_masked() {
+    fn mangled_urls_still_hide_the_password() {
+        assert_eq!(
+            show("postgres //pgkeep:Pw/x@db/catalog"),
+            "postgres //pgkeep:***/x@db/catalog"
+        );
+        assert_eq!(show("postgres:/u:Pw@h/db"), "postgres:/u:***@h/db");
+        assert_eq!(
+            show("postgres://backup:Pw5432/app"),
+            "postgres://backup:***/…"
+        );
+        assert_eq!(show("u:123456"), "u:***");
+        assert_eq!(show("127.0.0.1:9187"), "127.0.0.1:9187");
+        assert_eq!(show("gzip:9"), "gzip:9");
+        assert_eq!(show("a: b"), "a: b");
+        assert_eq!(show("[::1]:5432"), "[::1]:5432");
+    }
+
+    #[test]
+    fn url_paths_and_queries_are_masked() {
         assert_eq!(
             show("https://hooks.example.com/services/T0/B0/token"),
             "https://hooks.example.com/…"
@@ -191,6 +251,7 @@ mod tests {
         assert_eq!(show("http://h:9000?key=tok"), "http://h:9000?…");
         assert_eq!(show("http://h:9000/"), "http://h:9000/");
         assert_eq!(show("HTTPS://u:pw@h/x"), "HTTPS://***@h/…");
+        assert_eq!(show("ftp://h/tok?k=tok"), "ftp://h/…");
     }
 
     #[test]

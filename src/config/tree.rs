@@ -52,7 +52,7 @@ impl Node {
             Node::Int(n) => format!("an integer ({n})"),
             Node::Float(x) => format!("a float ({x})"),
             Node::Bool(b) => format!("a boolean ({b})"),
-            Node::Datetime(d) => format!("a date-time ({})", show(d)),
+            Node::Datetime(_) => "a date-time".into(),
             Node::Array(_) => "an array".into(),
             Node::Table(_) => "a table".into(),
             Node::Env { value, .. } => format!("'{}'", show(value)),
@@ -147,7 +147,7 @@ pub(super) fn read_file(path: &Path) -> Result<BTreeMap<String, Node>, ConfigErr
                 .find(|i| text.is_char_boundary(*i))
                 .unwrap_or(0);
             let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
-            Err(syntax(&text[..at], show_at_most(&what, 160)))
+            Err(syntax(&text[..at], show_at_most(&what, 150)))
         }
     }
 }

@@ -242,9 +242,15 @@ fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
             chars.next();
         }
         if chars.next() != Some('=') {
+            // Only a known name is quoted: a lone word may be a password whose `password=`
+            // went missing.
+            let after = if PARAMS.iter().any(|(k, _)| *k == key) {
+                format!("'{key}'")
+            } else {
+                "a word".to_string()
+            };
             return Err(ConnInfoError(format!(
-                "missing '=' after {} (expected key=value pairs or a postgres:// URL)",
-                quoted_name(&key)
+                "missing '=' after {after} (expected key=value pairs or a postgres:// URL)"
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -352,12 +358,11 @@ fn parse_url_rest(rest: &str) -> Result<BTreeMap<String, String>, ConnInfoError>
         if let Some(p) = &port
             && p.parse::<u16>().is_err()
         {
-            let shown = if p.len() <= 10 && p.bytes().all(|b| b.is_ascii_digit()) {
-                format!("'{p}'")
-            } else {
-                quoted_name(p)
-            };
-            return Err(ConnInfoError(format!("invalid port {shown}")));
+            // Not quoted: without an '@', `user:password` reads as `host:port`.
+            return Err(ConnInfoError(
+                "invalid port (a number from 1 to 65535; a password in the URL needs user:password@host)"
+                    .into(),
+            ));
         }
         hosts.push(host);
         ports.push(port.unwrap_or_default());
@@ -465,6 +470,9 @@ mod tests {
             ("host=h passwrd=Secret", "Secret"),
             ("postgres://h/db?passwordSecret", "Secret"),
             ("postgres://h/db?passwrd=Secret", "Secret"),
+            ("postgres://backup:Secret5432/app", "Secret"),
+            ("postgres://u:123456/db", "123456"),
+            ("host=db Secret dbname=app", "Secret"),
         ] {
             let err = ConnInfo::parse(bad).unwrap_err().to_string();
             assert!(!err.contains(secret), "{bad}: {err}");
@@ -474,8 +482,8 @@ mod tests {
         // Names that cannot be secrets are still shown.
         let err = ConnInfo::parse("host=h bogus=1").unwrap_err();
         assert!(err.to_string().contains("'bogus'"), "{err}");
-        let err = ConnInfo::parse("postgres://h:99999/db").unwrap_err();
-        assert!(err.to_string().contains("'99999'"), "{err}");
+        let err = ConnInfo::parse("host db").unwrap_err();
+        assert!(err.to_string().contains("after 'host'"), "{err}");
         let err = ConnInfo::parse("sslmode=maybe").unwrap_err();
         assert!(err.to_string().contains("'maybe'"), "{err}");
     }

@@ -162,8 +162,7 @@ pub fn load_from(
         if let Some(var) = origin(&origins, &p.key)
             && !p.reason.contains(var)
         {
-            let note = format!(" (set by {})", crate::redact::show(var));
-            p.reason.push_str(&note);
+            p.add_note(&format!(" (set by {})", crate::redact::show(var)));
         }
     }
     Err(ConfigError::Invalid { problems })

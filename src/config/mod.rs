@@ -68,13 +68,13 @@ impl ConfigError {
 }
 
 fn shown_path(path: &std::path::Path) -> String {
-    show_at_most(&path.display().to_string(), 160)
+    show_at_most(&path.display().to_string(), 100)
 }
 
 /// Longest key path a problem shows.
-const KEY_CHARS: usize = 120;
-/// Longest reason a problem shows.
-const REASON_CHARS: usize = 170;
+const KEY_CHARS: usize = 100;
+/// Longest reason a problem shows, notes included: a problem's line stays under 300.
+const REASON_CHARS: usize = 196;
 
 /// One validation problem: the dotted key path (or the environment variable) and what is
 /// wrong with it.
@@ -87,17 +87,25 @@ pub struct Problem {
 impl Problem {
     /// A problem, bounded in length and kept on one line whatever went into it.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Problem {
-        let bound = |s: String, limit: usize| {
-            if s.chars().count() <= limit && !s.chars().any(char::is_control) {
-                s
-            } else {
-                show_at_most(&s, limit)
-            }
-        };
         Problem {
             key: bound(key.into(), KEY_CHARS),
             reason: bound(reason.into(), REASON_CHARS),
         }
+    }
+
+    /// Appends `note` (e.g. which variable set the key), shortening the reason to make room.
+    pub fn add_note(&mut self, note: &str) {
+        let note = bound(note.to_string(), REASON_CHARS / 2);
+        let room = REASON_CHARS.saturating_sub(note.chars().count());
+        self.reason = format!("{}{note}", bound(std::mem::take(&mut self.reason), room));
+    }
+}
+
+fn bound(s: String, limit: usize) -> String {
+    if s.chars().count() <= limit && !s.chars().any(char::is_control) {
+        s
+    } else {
+        show_at_most(&s, limit)
     }
 }
 

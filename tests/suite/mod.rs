@@ -2,6 +2,7 @@
 
 mod catalog;
 mod check;
+mod config;
 mod daemon;
 mod dump;
 mod export;

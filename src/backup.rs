@@ -188,7 +188,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         .await
         .map_err(|e| fail(Stage::Storage)(e.into()))?;
     let connect = fail(Stage::Connect);
-    let target = Target::resolve(&job.database, job.password_file.as_deref())
+    let target = Target::from_conninfo(&job.database, job.password_file.as_deref())
         .map_err(|e| connect(e.into()))?;
     let client = target.connect().await.map_err(|e| connect(e.into()))?;
     let server = pg::server_info(&client, &target)

@@ -371,7 +371,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<(Client, Target)> {
             config.source
         ))
     })?;
-    let target = Target::resolve(&catalog.database, catalog.password_file.as_deref())?;
+    let target = Target::from_conninfo(&catalog.database, catalog.password_file.as_deref())?;
     let client = target.connect().await?;
     Ok((client, target))
 }

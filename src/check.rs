@@ -93,7 +93,7 @@ pub async fn run(config: &Config) -> Report {
     }
     for (name, job) in &config.jobs {
         let subject = format!("job {name}");
-        let target = match Target::resolve(&job.database, job.password_file.as_deref()) {
+        let target = match Target::from_conninfo(&job.database, job.password_file.as_deref()) {
             Ok(t) => t,
             Err(e) => {
                 report.push(false, &subject, crate::error::report(&e));

@@ -43,7 +43,7 @@ const CONNECT_LIMIT: Duration = Duration::from_mins(1);
 /// The database cannot be reached (the same errors the backup itself would meet; a connection
 /// that times out is a transient failure).
 pub async fn try_lock(job: &Job) -> Result<Acquired, PgError> {
-    let target = Target::resolve(&job.database, job.password_file.as_deref())?;
+    let target = Target::from_conninfo(&job.database, job.password_file.as_deref())?;
     let client = tokio::time::timeout(CONNECT_LIMIT, target.connect())
         .await
         .map_err(|_| PgError::Timeout {

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use crate::config::{Config, Job};
 use crate::repository::{DeleteError, RepoError, Repository};
-use crate::retention::{self, BackupRef, EmptyPolicy, Retention, RetentionPlan};
+use crate::retention::{self, BackupRef, Retention, RetentionPlan};
 
 /// Errors of a prune; the backups deleted before the failure stay deleted (each one fully:
 /// manifest first, so none is left looking committed).
@@ -20,12 +20,6 @@ pub enum PruneError {
         job: String,
         #[source]
         source: RepoError,
-    },
-    #[error("jobs.{job}.retention")]
-    Policy {
-        job: String,
-        #[source]
-        source: EmptyPolicy,
     },
     #[error("deleting backup {id} of job '{job}'")]
     Delete {
@@ -131,13 +125,9 @@ pub async fn prune_job(
         deleted: Vec::new(),
         damaged: Vec::new(),
     };
-    let Some(raw) = &job.retention else {
+    let Some(policy) = job.retention else {
         return Ok(report);
     };
-    let policy = Retention::try_from(raw).map_err(|source| PruneError::Policy {
-        job: job.name.clone(),
-        source,
-    })?;
     report.policy = Some(policy);
     let listing = repo
         .list(Some(&job.name))

@@ -1,16 +1,19 @@
-//! Finding the configuration file and merging it with `PGKEEP_*` environment overrides.
+//! Finding the configuration file, reading the environment, and turning the file plus the
+//! `PGKEEP_*` overrides into a validated `Config`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::de::{DeError, NodeDe};
+use super::tree::{self, ENV_PREFIX, Node, Origins, Seg, render, show_key};
 use super::{Config, ConfigError, DEFAULT_JOB, Problem, RawConfig, RawJob};
 
 /// The environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "PGKEEP_CONFIG";
-const ENV_PREFIX: &str = "PGKEEP_";
-/// Variables under the prefix that are not configuration keys.
-const NOT_KEYS: &[&str] = &["PGKEEP_CONFIG", "PGKEEP_LOG", "PGKEEP_LOG_FORMAT"];
+/// How many type problems are reported before giving up on the rest.
+const MAX_TYPE_PROBLEMS: usize = 64;
 
 /// Where a configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +36,55 @@ impl fmt::Display for ConfigSource {
 /// then applies `PGKEEP_*` overrides from the process environment and validates.
 ///
 /// # Errors
-/// `ConfigError` naming the file or the key at fault.
+/// `ConfigError` naming the file position, the key or the environment variable at fault.
 pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-    let env: HashMap<String, String> = std::env::vars().collect();
+    let env = environment(std::env::vars_os())?;
     let path = discover(explicit, &env)?;
     load_from(path.as_deref(), &env)
+}
+
+/// The environment as strings. A variable that is not UTF-8 is left out, unless pgkeep reads
+/// it (`PGKEEP_*`, and the PG*, `HOME`, `USER` and `LOGNAME` variables connections read):
+/// then it is a problem naming the variable, never showing its value.
+///
+/// # Errors
+/// `ConfigError::Invalid` listing every such variable.
+pub fn environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let read: Vec<&str> = crate::pg::Target::env_vars().collect();
+    let mut env = HashMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in vars {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                env.insert(name, value);
+            }
+            (Ok(name), Err(_)) => {
+                if name.starts_with(ENV_PREFIX) || read.contains(&name.as_str()) {
+                    problems.push(Problem::new(
+                        show_key(&name),
+                        "the environment variable's value is not valid UTF-8",
+                    ));
+                }
+            }
+            (Err(name), _) => {
+                let name = name.to_string_lossy();
+                if name.starts_with(ENV_PREFIX) {
+                    problems.push(Problem::new(
+                        show_key(&name),
+                        "the environment variable's name is not valid UTF-8",
+                    ));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(env)
+    } else {
+        problems.sort_by(|a, b| a.key.cmp(&b.key));
+        Err(ConfigError::Invalid { problems })
+    }
 }
 
 fn discover(
@@ -77,99 +124,135 @@ fn require_file(p: &Path) -> Result<PathBuf, ConfigError> {
 /// environment variables; only `PGKEEP_*` entries are used.
 ///
 /// # Errors
-/// `ConfigError` naming the file or the key at fault.
+/// `ConfigError` naming the file position, the key or the environment variable at fault;
+/// every problem found is reported, each on its own `; `-separated part of one line.
 pub fn load_from(
     path: Option<&Path>,
     env: &HashMap<String, String>,
 ) -> Result<Config, ConfigError> {
-    let overrides: HashMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-
-    let mut builder = config::Config::builder();
-    if let Some(p) = path {
-        let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
-            path: p.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
-    }
-    builder = builder.add_source(
-        config::Environment::with_prefix("PGKEEP")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(overrides)),
-    );
-    let describe = || path.map_or_else(|| "environment".to_string(), |p| p.display().to_string());
-    let merged = builder.build().map_err(|e| ConfigError::Syntax {
-        path: describe(),
-        reason: e.to_string(),
-    })?;
-
-    let mut raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        ConfigError::Invalid {
-            problems: vec![describe_serde_problem(&key, &inner)],
-        }
-    })?;
-
-    if path.is_none() && raw.jobs.is_empty() {
-        raw.jobs
-            .insert(DEFAULT_JOB.to_string(), RawJob::default_dump());
-    }
+    let mut root = match path {
+        Some(p) => tree::read_file(p)?,
+        None => BTreeMap::new(),
+    };
+    let mut problems = Vec::new();
+    tree::check_job_name_case(&root, &mut problems);
+    let origins = tree::merge_env(&mut root, env, &mut problems);
+    let (raw, tainted) = typed(root, &mut problems);
     let source = path.map_or(ConfigSource::Defaults, |p| {
         ConfigSource::File(p.to_path_buf())
     });
-    super::validate::validate(raw, source)
+    if let Some(mut raw) = raw {
+        if path.is_none() && raw.jobs.is_empty() {
+            raw.jobs
+                .insert(DEFAULT_JOB.to_string(), RawJob::default_dump());
+        }
+        match super::validate::validate(raw, source) {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => {}
+            // A value of the wrong type is gone (or defaulted): checks that depend on it
+            // would only mislead.
+            Err(found) => problems.extend(
+                found
+                    .into_iter()
+                    .filter(|p| !tainted.iter().any(|unit| under(&p.key, unit))),
+            ),
+        }
+    }
+    for p in &mut problems {
+        if let Some(var) = origin(&origins, &p.key)
+            && !p.reason.contains(var)
+        {
+            p.add_note(&format!(" (set by {})", crate::redact::show(var)));
+        }
+    }
+    Err(ConfigError::Invalid { problems })
 }
 
-/// Turns serde's message into a problem whose key is the full path of the offending key.
-fn describe_serde_problem(path: &str, message: &str) -> Problem {
-    let parent = if path == "." { "" } else { path };
-    let join = |name: &str| {
-        // serde_path_to_error's path may already end at the offending key.
-        if parent == name || parent.ends_with(&format!(".{name}")) {
-            parent.to_string()
-        } else if parent.is_empty() {
-            name.to_string()
-        } else {
-            format!("{parent}.{name}")
+/// Deserializes the tree into `RawConfig`. A value of the wrong type is a problem; it is
+/// removed and deserializing starts again, so that every wrong value is reported at once.
+/// Returns the typed configuration (when the rest is sound) and the keys whose further
+/// checks would mislead.
+fn typed(
+    root: BTreeMap<String, Node>,
+    problems: &mut Vec<Problem>,
+) -> (Option<RawConfig>, Vec<String>) {
+    let mut node = Node::Table(root);
+    let mut tainted = Vec::new();
+    for _ in 0..MAX_TYPE_PROBLEMS {
+        let error = match serde_path_to_error::deserialize::<_, RawConfig>(NodeDe(&node)) {
+            Ok(raw) => return (Some(raw), tainted),
+            Err(e) => e,
+        };
+        let mut path: Vec<Seg> = error
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Seg::Index(*index),
+                serde_path_to_error::Segment::Map { key } => Seg::Key(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Seg::Key(variant.clone()),
+                serde_path_to_error::Segment::Unknown => Seg::Key("?".into()),
+            })
+            .collect();
+        let inner = error.into_inner();
+        let doomed = match &inner {
+            DeError::UnknownField { name, .. } => {
+                if path.last() != Some(&Seg::Key(name.clone())) {
+                    path.push(Seg::Key(name.clone()));
+                }
+                path.clone()
+            }
+            DeError::MissingField(name) => {
+                let parent = path.clone();
+                path.push(Seg::Key((*name).to_string()));
+                parent
+            }
+            DeError::Other(_) => path.clone(),
+        };
+        problems.push(Problem::new(render(&path), inner.to_string()));
+        tainted.extend(dependents(&doomed));
+        if !tree::remove(&mut node, &doomed) {
+            break;
         }
-    };
-    // serde: "unknown field `databse`, expected one of `kind`, `database`, ..."
-    if let Some(rest) = message.strip_prefix("unknown field `")
-        && let Some((name, tail)) = rest.split_once('`')
+    }
+    (None, tainted)
+}
+
+/// The keys whose checks a removed value would mislead: the value itself, and what is
+/// judged by it (a job's kind decides which keys it may have; `globals` decides whether
+/// `pg_bin_dir` needs pg_dumpall; the `keep_*` counts decide whether retention keeps anything).
+fn dependents(removed: &[Seg]) -> Vec<String> {
+    let mut keys = vec![render(removed)];
+    if let [Seg::Key(jobs), name, Seg::Key(key), ..] = removed
+        && jobs == "jobs"
     {
-        let tail = tail.split(" for key ").next().unwrap_or(tail);
-        let expected = tail
-            .trim_start_matches(", ")
-            .replace('`', "")
-            .replace("expected one of ", "expected one of: ");
-        return Problem {
-            key: join(name),
-            reason: format!("unknown key ({expected})"),
+        let job = |k: Option<&str>| {
+            let mut path = vec![Seg::Key("jobs".into()), name.clone()];
+            path.extend(k.map(|k| Seg::Key(k.into())));
+            render(&path)
         };
+        match key.as_str() {
+            "kind" => keys.push(job(None)),
+            "globals" => keys.push(job(Some("pg_bin_dir"))),
+            "retention" => keys.push(job(Some("retention"))),
+            _ => {}
+        }
     }
-    if let Some(rest) = message.strip_prefix("missing field `")
-        && let Some((name, _)) = rest.split_once('`')
-    {
-        return Problem {
-            key: join(name),
-            reason: "is required".into(),
-        };
-    }
-    Problem {
-        key: if parent.is_empty() {
-            "(top level)".into()
-        } else {
-            parent.to_string()
-        },
-        reason: message.to_string(),
-    }
+    keys
+}
+
+/// Whether `key` is `unit` or inside it.
+fn under(key: &str, unit: &str) -> bool {
+    key.strip_prefix(unit)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// The variable that set `key` or the nearest key containing it.
+fn origin<'a>(origins: &'a Origins, key: &str) -> Option<&'a str> {
+    origins
+        .iter()
+        .filter(|(k, _)| under(key, k))
+        .max_by_key(|(k, _)| k.len())
+        .map(|(_, var)| var.as_str())
 }
 
 impl RawJob {
@@ -221,7 +304,8 @@ mod tests {
         assert_eq!(cfg.jobs.len(), 1);
         let job = &cfg.jobs["default"];
         assert_eq!(job.kind, super::super::JobKind::Dump);
-        assert_eq!(job.database, "");
+        assert_eq!(job.database, crate::pg::ConnInfo::default());
+        assert_eq!(job.timeout, super::super::DEFAULT_TIMEOUT);
         assert_eq!(cfg.storage.url, "file://./pgkeep-backups");
         assert_eq!(cfg.source, ConfigSource::Defaults);
     }
@@ -245,7 +329,7 @@ mod tests {
         assert_eq!(cfg.storage.url, "s3://bucket/prefix");
         assert!(cfg.storage.s3.force_path_style);
         assert_eq!(cfg.jobs["nightly"].compression.to_string(), "gzip:1");
-        assert_eq!(cfg.jobs["nightly"].database, "dbname=app");
+        assert_eq!(cfg.jobs["nightly"].database.get("dbname"), Some("app"));
     }
 
     #[test]

@@ -1,51 +1,122 @@
-//! Configuration: the TOML file and `PGKEEP_*` environment overrides, loaded, defaulted and validated.
+//! Configuration: the TOML file and `PGKEEP_*` environment overrides, merged, typed strictly
+//! and validated once, at load, into the values the rest of pgkeep uses.
 
+mod checks;
+mod de;
+mod job;
 mod load;
 mod raw;
+mod tree;
 mod validate;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{ConfigSource, load, load_from};
+pub use load::{ConfigSource, environment, load, load_from};
 pub use raw::{
     RawCatalog, RawConfig, RawDaemon, RawJob, RawMigrations, RawNotifications, RawRetention, RawS3,
     RawStorage, default_migrations_table,
 };
 
 use crate::codec::Compression;
+use crate::pattern::TablePattern;
+use crate::pg::ConnInfo;
+use crate::redact::show_at_most;
+use crate::retention::Retention;
+use crate::schedule::Schedule;
 use crate::store::S3Settings;
 
 /// The storage URL used when none is configured.
 pub const DEFAULT_STORAGE_URL: &str = "file://./pgkeep-backups";
 /// The name of the job that exists when there is no configuration file.
 pub const DEFAULT_JOB: &str = "default";
+/// A job's overall run limit when it sets no `timeout`: long enough for a big dump, short
+/// enough that a hung run does not block the next night's.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_hours(12);
 
-/// A configuration problem; every variant names the key it is about.
+/// A configuration problem; each names the file position or the key it is about, on one
+/// line, and never shows a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {reason}")]
+    #[error("cannot read config file {}: {reason}", shown_path(.path))]
     Read { path: PathBuf, reason: String },
-    #[error("config file {path}: {reason}")]
-    Syntax { path: String, reason: String },
+    #[error("config file {}: line {line}, column {column}: {reason}", shown_path(.path))]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
     #[error("{}", render_problems(.problems))]
     Invalid { problems: Vec<Problem> },
 }
 
-/// One validation problem: the dotted key path and what is wrong with it.
+impl ConfigError {
+    /// Each problem as its own line (the `Display` form joins them on one line).
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems } => problems.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn shown_path(path: &std::path::Path) -> String {
+    show_at_most(&path.display().to_string(), 100)
+}
+
+/// Longest key path a problem shows.
+const KEY_CHARS: usize = 100;
+/// Longest reason a problem shows, notes included: a problem's line stays under 300.
+const REASON_CHARS: usize = 196;
+
+/// One validation problem: the dotted key path (or the environment variable) and what is
+/// wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub key: String,
     pub reason: String,
 }
 
+impl Problem {
+    /// A problem, bounded in length and kept on one line whatever went into it.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Problem {
+        Problem {
+            key: bound(key.into(), KEY_CHARS),
+            reason: bound(reason.into(), REASON_CHARS),
+        }
+    }
+
+    /// Appends `note` (e.g. which variable set the key), shortening the reason to make room.
+    pub fn add_note(&mut self, note: &str) {
+        let note = bound(note.to_string(), REASON_CHARS / 2);
+        let room = REASON_CHARS.saturating_sub(note.chars().count());
+        self.reason = format!("{}{note}", bound(std::mem::take(&mut self.reason), room));
+    }
+}
+
+fn bound(s: String, limit: usize) -> String {
+    if s.chars().count() <= limit && !s.chars().any(char::is_control) {
+        s
+    } else {
+        show_at_most(&s, limit)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
 fn render_problems(problems: &[Problem]) -> String {
-    let parts: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.key, p.reason))
-        .collect();
+    let parts: Vec<String> = problems.iter().map(ToString::to_string).collect();
     format!("invalid configuration: {}", parts.join("; "))
 }
 
@@ -83,7 +154,7 @@ pub struct Daemon {
 /// The database mirroring backup history.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pub database: String,
+    pub database: ConnInfo,
     pub password_file: Option<PathBuf>,
 }
 
@@ -116,14 +187,16 @@ impl JobKind {
 pub struct Job {
     pub name: String,
     pub kind: JobKind,
-    pub database: String,
+    /// As written; the PG* environment fills the rest when connecting.
+    pub database: ConnInfo,
     pub password_file: Option<PathBuf>,
-    pub schedule: Option<String>,
+    pub schedule: Option<Schedule>,
     pub compression: Compression,
     pub pg_bin_dir: Option<PathBuf>,
     pub globals: bool,
-    pub retention: Option<RawRetention>,
-    pub timeout: Option<Duration>,
+    pub retention: Option<Retention>,
+    /// The longest a run may take ([`DEFAULT_TIMEOUT`] unless set).
+    pub timeout: Duration,
     pub max_age: Option<Duration>,
     /// This job's notification targets (its own, else the global ones).
     pub notifications: Notifications,
@@ -134,8 +207,8 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportSettings {
     /// Table patterns (`schema.table`, `*` wildcards, quoted identifiers); empty means all.
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+    pub include: Vec<TablePattern>,
+    pub exclude: Vec<TablePattern>,
     /// Worker connections.
     pub parallel: usize,
     pub migrations: Option<Migrations>,

@@ -1,4 +1,5 @@
-//! The configuration as written: serde structs with `deny_unknown_fields` and named defaults.
+//! The configuration as written: serde structs with `deny_unknown_fields` and named defaults,
+//! filled by the strict deserializer in `de`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -157,7 +158,7 @@ pub struct RawJob {
     #[serde(default = "default_true")]
     pub globals: bool,
     pub retention: Option<RawRetention>,
-    /// Longest a run may take, e.g. "2h".
+    /// Longest a run may take, e.g. "2h"; `DEFAULT_TIMEOUT` when unset.
     pub timeout: Option<String>,
     /// `/readyz` turns 503 when the last success is older; default twice the schedule interval.
     pub max_age: Option<String>,

@@ -8,7 +8,6 @@ mod http;
 mod metrics;
 mod notify;
 mod runner;
-mod schedule;
 mod scheduler;
 mod status;
 mod systemd;
@@ -27,7 +26,8 @@ pub use crate::lock::lock_key;
 pub use notify::{Notifier, Outcome};
 pub use schedule::{Schedule, next_offset_change};
 
-use crate::config::{Config, ConfigError, Problem};
+use crate::config::Config;
+use crate::schedule;
 use metrics::Metrics;
 use runner::{Runner, Shared};
 use scheduler::Triggers;
@@ -75,20 +75,14 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     for (name, job) in &config.jobs {
         let mut status = JobStatus::default();
         match &job.schedule {
-            Some(expr) => {
-                let schedule = Schedule::parse(expr).map_err(|reason| ConfigError::Invalid {
-                    problems: vec![Problem {
-                        key: format!("jobs.{name}.schedule"),
-                        reason,
-                    }],
-                })?;
+            Some(schedule) => {
                 status.max_age = job
                     .max_age
                     .or_else(|| schedule.default_max_age(started_at, tz));
                 let next = schedule.next_after(started_at, tz);
-                tracing::info!(job = %name, schedule = %expr, timezone = %tz,
+                tracing::info!(job = %name, schedule = %schedule.as_str(), timezone = %tz,
                     next = next.map(crate::human::time).unwrap_or_default(), "job scheduled");
-                schedules.insert(name.clone(), schedule);
+                schedules.insert(name.clone(), schedule.clone());
             }
             None => {
                 tracing::info!(job = %name, "job has no schedule: the daemon does not run it (`pgkeep backup {name}` does)");

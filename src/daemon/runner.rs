@@ -285,12 +285,7 @@ impl Runner {
         let id = manifest::new_id(started_at);
         let cancel = Cancel::new();
         let run = backup::run_at(job, &s.repo, started_at, &cancel);
-        let bounded = async {
-            match job.timeout {
-                Some(limit) => tokio::time::timeout(limit, run).await.ok(),
-                None => Some(run.await),
-            }
-        };
+        let bounded = async { tokio::time::timeout(job.timeout, run).await.ok() };
         // Dropping the run kills its child processes and aborts its uploads; no manifest is
         // written, as that is the run's last step.
         let result = tokio::select! {
@@ -304,7 +299,7 @@ impl Runner {
                 Attempt::Done(Ran::Cancelled)
             }
             Some(None) => {
-                let limit = job.timeout.unwrap_or_default();
+                let limit = job.timeout;
                 let error = format!(
                     "backup of job '{name}' timed out after {} (jobs.{name}.timeout)",
                     humantime::format_duration(limit)

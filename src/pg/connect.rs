@@ -30,15 +30,38 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// Resolves `conninfo` the way libpq would: parameters, then PG* variables, then the
-    /// built-in defaults; the password from the string, `password_file`, `PGPASSWORD`,
-    /// or the passfile, in that order.
+    /// The environment variables resolving a target reads: the PG* defaults, and `USER`,
+    /// `LOGNAME` and `HOME` for the default user and passfile.
+    pub fn env_vars() -> impl Iterator<Item = &'static str> {
+        super::conninfo::param_env_vars().chain(["USER", "LOGNAME", "HOME"])
+    }
+
+    /// Parses `conninfo` (a string from the command line) and resolves it as
+    /// [`Target::from_conninfo`] does.
     ///
     /// # Errors
-    /// A malformed conninfo, or an unreadable `password_file`.
+    /// A malformed conninfo, as `from_conninfo`.
     pub fn resolve(conninfo: &str, password_file: Option<&Path>) -> Result<Target, PgError> {
+        Self::from_conninfo(&ConnInfo::parse(conninfo)?, password_file)
+    }
+
+    /// Resolves connection parameters the way libpq would: parameters, then PG* variables,
+    /// then the built-in defaults; the password from the parameters, `password_file`,
+    /// `PGPASSWORD`, or the passfile, in that order.
+    ///
+    /// # Errors
+    /// An environment variable it reads that is not UTF-8 (named, never shown), or an
+    /// unreadable `password_file`.
+    pub fn from_conninfo(info: &ConnInfo, password_file: Option<&Path>) -> Result<Target, PgError> {
+        for var in Self::env_vars() {
+            if std::env::var_os(var).is_some_and(|v| v.to_str().is_none()) {
+                return Err(PgError::Config {
+                    reason: format!("environment variable {var} is not valid UTF-8"),
+                });
+            }
+        }
         let env = |k: &str| std::env::var(k).ok();
-        Self::resolve_with(conninfo, password_file, &env)
+        Self::from_conninfo_with(info, password_file, &env)
     }
 
     /// `resolve` with an explicit environment lookup (tests).
@@ -47,7 +70,15 @@ impl Target {
         password_file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Target, PgError> {
-        let written = ConnInfo::parse(conninfo)?;
+        Self::from_conninfo_with(&ConnInfo::parse(conninfo)?, password_file, env)
+    }
+
+    /// `from_conninfo` with an explicit environment lookup (tests).
+    pub fn from_conninfo_with(
+        written: &ConnInfo,
+        password_file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Target, PgError> {
         let mut info = written.with_env_defaults(env);
         if info.get("host").is_none() && info.get("hostaddr").is_none() {
             info.set("host", default_socket_dir());

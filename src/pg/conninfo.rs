@@ -25,7 +25,8 @@ const PARAMS: &[(&str, &str)] = &[
     ("keepalives_idle", ""),
 ];
 
-/// A malformed connection string. The message never contains the password.
+/// A malformed connection string. The message never contains the password: it quotes only
+/// parameter names that look like names, and nothing of a URL's `user:password@` part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid connection string: {0}")]
 pub struct ConnInfoError(pub String);
@@ -52,7 +53,8 @@ impl SslMode {
             "verify-full" => SslMode::VerifyFull,
             other => {
                 return Err(ConnInfoError(format!(
-                    "sslmode '{other}' is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                    "sslmode {} is not one of disable, allow, prefer, require, verify-ca, verify-full",
+                    quoted_name(other)
                 )));
             }
         })
@@ -115,7 +117,10 @@ impl ConnInfo {
         };
         for key in params.keys() {
             if !PARAMS.iter().any(|(k, _)| k == key) {
-                return Err(ConnInfoError(format!("unknown parameter '{key}'")));
+                return Err(ConnInfoError(format!(
+                    "unknown parameter {}",
+                    quoted_name(key)
+                )));
             }
         }
         if let Some(mode) = params.get("sslmode") {
@@ -176,6 +181,27 @@ impl ConnInfo {
     }
 }
 
+/// The PG* variables that fill unset parameters (`with_env_defaults`).
+pub(super) fn param_env_vars() -> impl Iterator<Item = &'static str> {
+    PARAMS.iter().map(|(_, var)| *var).filter(|v| !v.is_empty())
+}
+
+/// `'name'` when `text` looks like a parameter name (so showing it cannot show a secret),
+/// else a description: a string that failed to parse may hold a password anywhere.
+fn quoted_name(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.len() <= 40
+        && text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if plain && !text.to_ascii_lowercase().contains("pass") {
+        format!("'{text}'")
+    } else {
+        "(not shown: it does not look like a parameter name)".to_string()
+    }
+}
+
 /// Every PG* variable a libpq child could read; removed from the inherited environment.
 pub fn libpq_env_vars() -> impl Iterator<Item = &'static str> {
     PARAMS
@@ -216,8 +242,15 @@ fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
             chars.next();
         }
         if chars.next() != Some('=') {
+            // Only a known name is quoted: a lone word may be a password whose `password=`
+            // went missing.
+            let after = if PARAMS.iter().any(|(k, _)| *k == key) {
+                format!("'{key}'")
+            } else {
+                "a word".to_string()
+            };
             return Err(ConnInfoError(format!(
-                "missing '=' after '{key}' (expected key=value pairs or a postgres:// URL)"
+                "missing '=' after {after} (expected key=value pairs or a postgres:// URL)"
             )));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
@@ -230,7 +263,8 @@ fn parse_keywords(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
                 match chars.next() {
                     None => {
                         return Err(ConnInfoError(format!(
-                            "unterminated quoted value for '{key}'"
+                            "unterminated quoted value for {}",
+                            quoted_name(&key)
                         )));
                     }
                     Some('\\') => match chars.next() {
@@ -266,6 +300,22 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         .split_once("://")
         .map(|(_, r)| r)
         .ok_or_else(|| ConnInfoError("bad URL".into()))?;
+    parse_url_rest(rest).map_err(|e| {
+        // With a `user:password@` whose password holds '/', '?' or '#', the parts split
+        // wrongly and any piece an error quotes may be the password: quote nothing.
+        let userinfo = rest.rfind('@').map(|at| &rest[..at]);
+        if userinfo.is_some_and(|u| u.contains(':') && u.contains(['/', '?', '#'])) {
+            ConnInfoError(
+                "the URL does not parse; if its password holds '/', '?', '#' or '@', percent-encode them (%2F, %3F, %23, %40)"
+                    .into(),
+            )
+        } else {
+            e
+        }
+    })
+}
+
+fn parse_url_rest(rest: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
@@ -308,7 +358,11 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         if let Some(p) = &port
             && p.parse::<u16>().is_err()
         {
-            return Err(ConnInfoError(format!("invalid port '{p}'")));
+            // Not quoted: without an '@', `user:password` reads as `host:port`.
+            return Err(ConnInfoError(
+                "invalid port (a number from 1 to 65535; a password in the URL needs user:password@host)"
+                    .into(),
+            ));
         }
         hosts.push(host);
         ports.push(port.unwrap_or_default());
@@ -323,9 +377,9 @@ fn parse_url(s: &str) -> Result<BTreeMap<String, String>, ConnInfoError> {
         params.insert("dbname".into(), decode(db)?);
     }
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| ConnInfoError(format!("query parameter '{pair}' has no '='")))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            ConnInfoError(format!("query parameter {} has no '='", quoted_name(pair)))
+        })?;
         params.insert(decode(k)?, decode(v)?);
     }
     Ok(params)
@@ -352,71 +406,4 @@ fn decode(s: &str) -> Result<String, ConnInfoError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let c = ConnInfo::parse(
-            "postgres://bob:s%40cret@db.example:6543/app%20db?sslmode=verify-full&sslrootcert=/ca.pem",
-        )
-        .unwrap();
-        assert_eq!(c.get("user"), Some("bob"));
-        assert_eq!(c.get("password"), Some("s@cret"));
-        assert_eq!(c.get("host"), Some("db.example"));
-        assert_eq!(c.get("port"), Some("6543"));
-        assert_eq!(c.get("dbname"), Some("app db"));
-        assert_eq!(c.sslmode(), SslMode::VerifyFull);
-        assert_eq!(c.get("sslrootcert"), Some("/ca.pem"));
-    }
-
-    #[test]
-    fn parses_socket_and_ipv6_urls() {
-        let c = ConnInfo::parse("postgresql://%2Fvar%2Frun%2Fpostgresql/app").unwrap();
-        assert_eq!(c.get("host"), Some("/var/run/postgresql"));
-        let c = ConnInfo::parse("postgresql://[::1]:5433/app").unwrap();
-        assert_eq!(c.get("host"), Some("::1"));
-        assert_eq!(c.get("port"), Some("5433"));
-        let c = ConnInfo::parse("postgresql:///app?host=/tmp").unwrap();
-        assert_eq!(c.get("host"), Some("/tmp"));
-    }
-
-    #[test]
-    fn parses_keyword_strings() {
-        let c =
-            ConnInfo::parse("host=h port=1 dbname='my \\'db\\'' user = u password=p\\ q").unwrap();
-        assert_eq!(c.get("dbname"), Some("my 'db'"));
-        assert_eq!(c.get("user"), Some("u"));
-        assert_eq!(c.get("password"), Some("p q"));
-        assert!(ConnInfo::parse("host").is_err());
-        assert!(ConnInfo::parse("dbname='x").is_err());
-        assert!(ConnInfo::parse("bogus=1").is_err());
-        assert!(ConnInfo::parse("sslmode=maybe").is_err());
-        assert_eq!(ConnInfo::parse("").unwrap(), ConnInfo::default());
-    }
-
-    #[test]
-    fn display_masks_the_password() {
-        let c = ConnInfo::parse("postgres://u:hunter2@h/db").unwrap();
-        let shown = format!("{c} {c:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        let err = ConnInfo::parse("postgres://u:hunter2@h:notaport/db").unwrap_err();
-        assert!(!err.to_string().contains("hunter2"));
-    }
-
-    #[test]
-    fn env_defaults_fill_only_unset_params() {
-        let c = ConnInfo::parse("dbname=app").unwrap();
-        let env = |k: &str| match k {
-            "PGDATABASE" => Some("other".to_string()),
-            "PGHOST" => Some("h".to_string()),
-            _ => None,
-        };
-        let d = c.with_env_defaults(&env);
-        assert_eq!(d.get("dbname"), Some("app"));
-        assert_eq!(d.get("host"), Some("h"));
-        let child: BTreeMap<_, _> = d.child_env().into_iter().collect();
-        assert_eq!(child.get("PGDATABASE").map(String::as_str), Some("app"));
-        assert_eq!(child.get("PGHOST").map(String::as_str), Some("h"));
-    }
-}
+mod tests;

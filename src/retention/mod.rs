@@ -11,7 +11,6 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 
-use crate::config::RawRetention;
 
 /// A validated retention policy: at least one rule keeps something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,26 +28,34 @@ pub struct Retention {
 #[error("a retention policy must keep something: set at least one keep_* above 0")]
 pub struct EmptyPolicy;
 
-impl TryFrom<&RawRetention> for Retention {
-    type Error = EmptyPolicy;
-
-    fn try_from(raw: &RawRetention) -> Result<Self, Self::Error> {
+impl Retention {
+    /// A policy keeping the `last` newest backups and the newest of each of the most recent
+    /// `hourly`, `daily`, ... periods that have one.
+    ///
+    /// # Errors
+    /// `EmptyPolicy` when every count is 0.
+    pub fn new(
+        last: u32,
+        hourly: u32,
+        daily: u32,
+        weekly: u32,
+        monthly: u32,
+        yearly: u32,
+    ) -> Result<Retention, EmptyPolicy> {
         let r = Retention {
-            last: raw.keep_last.unwrap_or(0),
-            hourly: raw.keep_hourly.unwrap_or(0),
-            daily: raw.keep_daily.unwrap_or(0),
-            weekly: raw.keep_weekly.unwrap_or(0),
-            monthly: raw.keep_monthly.unwrap_or(0),
-            yearly: raw.keep_yearly.unwrap_or(0),
+            last,
+            hourly,
+            daily,
+            weekly,
+            monthly,
+            yearly,
         };
         if r.last == 0 && r.periodic().iter().all(|(_, n)| *n == 0) {
             return Err(EmptyPolicy);
         }
         Ok(r)
     }
-}
 
-impl Retention {
     fn periodic(&self) -> [(Period, u32); 5] {
         [
             (Period::Hourly, self.hourly),

@@ -1,12 +1,25 @@
 //! Unit tests of the retention module.
 
 use super::*;
+use crate::config::RawRetention;
 use chrono::TimeZone;
+
+fn from_raw(raw: &RawRetention) -> Result<Retention, EmptyPolicy> {
+    let n = |v: Option<u32>| v.unwrap_or(0);
+    Retention::new(
+        n(raw.keep_last),
+        n(raw.keep_hourly),
+        n(raw.keep_daily),
+        n(raw.keep_weekly),
+        n(raw.keep_monthly),
+        n(raw.keep_yearly),
+    )
+}
 
 fn policy(f: impl FnOnce(&mut RawRetention)) -> Retention {
     let mut raw = RawRetention::default();
     f(&mut raw);
-    Retention::try_from(&raw).unwrap()
+    from_raw(&raw).unwrap()
 }
 
 fn at(s: &str) -> BackupRef {
@@ -44,16 +57,13 @@ fn kept(p: &RetentionPlan) -> Vec<String> {
 
 #[test]
 fn a_policy_keeping_nothing_is_refused() {
-    assert_eq!(
-        Retention::try_from(&RawRetention::default()),
-        Err(EmptyPolicy)
-    );
+    assert_eq!(from_raw(&RawRetention::default()), Err(EmptyPolicy));
     let zeros = RawRetention {
         keep_last: Some(0),
         keep_daily: Some(0),
         ..RawRetention::default()
     };
-    assert_eq!(Retention::try_from(&zeros), Err(EmptyPolicy));
+    assert_eq!(from_raw(&zeros), Err(EmptyPolicy));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use crate::pg::introspect::{self, TableInfo};
 use crate::pg::{DbError, PgError, Target};
 use crate::process::{ChildError, Running, Tool};
 use crate::repository::Run;
-use crate::source::{TablePattern, selected};
+use crate::source::selected;
 use crate::transfer::UploadError;
 
 /// Session settings that make COPY's text output exact and independent of the server's
@@ -177,19 +177,14 @@ pub async fn run(
 
 /// Applies include/exclude; a partition also matches through its partitioned ancestors.
 fn select_tables(job: &Job, all: Vec<TableInfo>) -> Result<Vec<TableInfo>, ExportError> {
-    let parse = |ps: &[String]| -> Vec<TablePattern> {
-        ps.iter()
-            .filter_map(|p| TablePattern::parse(p).ok())
-            .collect()
-    };
-    let include = parse(&job.export.include);
-    let exclude = parse(&job.export.exclude);
+    let include = &job.export.include;
+    let exclude = &job.export.exclude;
     let chosen: Vec<TableInfo> = all
         .into_iter()
         .filter(|t| {
             std::iter::once((&t.schema, &t.name))
                 .chain(t.ancestors.iter().map(|(s, n)| (s, n)))
-                .any(|(s, n)| selected(&include, &[], s, n))
+                .any(|(s, n)| selected(include, &[], s, n))
                 && !std::iter::once((&t.schema, &t.name))
                     .chain(t.ancestors.iter().map(|(s, n)| (s, n)))
                     .any(|(s, n)| exclude.iter().any(|p| p.matches(s, n)))

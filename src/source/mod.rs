@@ -2,9 +2,7 @@
 //! the per-table COPY export (see `export`).
 
 pub mod export;
-mod pattern;
-
-pub use pattern::{TablePattern, selected};
+pub use crate::pattern::{TablePattern, selected};
 
 /// Arguments for a custom-format dump whose compression pgkeep does itself; the database and
 /// credentials come from the environment (`Target::child_env`), never from argv.

@@ -6,12 +6,18 @@ use crate::common::cli::Pgkeep;
 use crate::common::pg::{cluster, quote_ident};
 use crate::common::s3;
 
-/// A `pg_bin_dir` whose pg_dump claims to be PostgreSQL 12.
+/// A `pg_bin_dir` whose pg_dump (and pg_dumpall) claim to be PostgreSQL 12.
 fn old_pg_dump() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pg_dump");
-    std::fs::write(&path, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n").unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for tool in ["pg_dump", "pg_dumpall"] {
+        let path = dir.path().join(tool);
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho '{tool} (PostgreSQL) 12.22'\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
     dir
 }
 

@@ -2,6 +2,7 @@
 
 mod catalog;
 mod check;
+mod config;
 mod daemon;
 pub mod damage;
 mod dump;

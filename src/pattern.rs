@@ -23,6 +23,7 @@ impl TablePattern {
     /// # Errors
     /// A message naming the pattern when it is empty, has more than two parts or an open quote.
     pub fn parse(text: &str) -> Result<TablePattern, String> {
+        let shown = crate::redact::show(text);
         let mut parts: Vec<Vec<Token>> = vec![Vec::new()];
         let mut chars = text.chars().peekable();
         let mut quoted = false;
@@ -44,17 +45,17 @@ impl TablePattern {
                 (false, '?') => current.push(Token::AnyOne),
                 (false, c) if c.is_whitespace() => {
                     return Err(format!(
-                        "table pattern '{text}': quote names that contain spaces"
+                        "table pattern '{shown}': quote names that contain spaces"
                     ));
                 }
                 (false, c) => current.extend(c.to_lowercase().map(Token::Literal)),
             }
         }
         if quoted {
-            return Err(format!("table pattern '{text}' has an unterminated quote"));
+            return Err(format!("table pattern '{shown}' has an unterminated quote"));
         }
         if parts.iter().any(Vec::is_empty) {
-            return Err(format!("table pattern '{text}' has an empty part"));
+            return Err(format!("table pattern '{shown}' has an empty part"));
         }
         match parts.len() {
             1 => Ok(TablePattern {
@@ -71,7 +72,7 @@ impl TablePattern {
                 })
             }
             _ => Err(format!(
-                "table pattern '{text}' has {} dot-separated parts; write schema.table (quote names containing dots)",
+                "table pattern '{shown}' has {} dot-separated parts; write schema.table (quote names containing dots)",
                 parts.len()
             )),
         }

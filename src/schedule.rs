@@ -36,23 +36,26 @@ impl Schedule {
     /// A sentence naming what is wrong, for a configuration problem.
     pub fn parse(expr: &str) -> Result<Schedule, String> {
         let trimmed = expr.trim();
+        let shown = crate::redact::show(expr);
         if !trimmed.starts_with('@') {
             let fields = trimmed.split_whitespace().count();
             if fields != 6 {
                 return Err(format!(
-                    "'{expr}' has {fields} fields; a schedule has 6: sec min hour day-of-month month day-of-week (e.g. \"0 0 3 * * *\")"
+                    "'{shown}' has {fields} fields; a schedule has 6: sec min hour day-of-month month day-of-week (e.g. \"0 0 3 * * *\")"
                 ));
             }
         }
-        let cron = parser()
-            .parse(trimmed)
-            .map_err(|e| format!("'{expr}' is not a valid schedule: {e}"))?;
+        let cron = parser().parse(trimmed).map_err(|e| {
+            // croner's message may quote a whole field: shorten and mask it too.
+            let why = crate::redact::show_at_most(&e.to_string(), 120);
+            format!("'{shown}' is not a valid schedule: {why}")
+        })?;
         let schedule = Schedule {
             expr: trimmed.to_string(),
             cron,
         };
         if schedule.next_after(Utc::now(), chrono_tz::UTC).is_none() {
-            return Err(format!("'{expr}' never fires"));
+            return Err(format!("'{shown}' never fires"));
         }
         Ok(schedule)
     }

@@ -28,28 +28,45 @@ pub fn report(error: &(dyn StdError + 'static)) -> String {
     line
 }
 
-/// A command stopped by a signal (Ctrl-C, SIGTERM) after cleaning up: exit code 128 + signal.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("interrupted by {} (what it had started was undone)", signal_name(.signal))]
-pub struct Interrupted {
-    pub signal: i32,
+/// Why a long operation was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// A signal (SIGINT 2, SIGTERM 15): the CLI exits 128 + the signal.
+    Signal(i32),
+    /// The job's `timeout` passed.
+    Timeout(std::time::Duration),
+    /// The daemon is shutting down.
+    Shutdown,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // thiserror passes fields by reference
-fn signal_name(signal: &i32) -> String {
-    match signal {
-        2 => "SIGINT".into(),
-        15 => "SIGTERM".into(),
-        n => format!("signal {n}"),
+/// An operation stopped on request, after undoing what it had started.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("{} (what it had started was undone)", describe_stop(.0))]
+pub struct Interrupted(pub Stop);
+
+fn describe_stop(stop: &Stop) -> String {
+    match stop {
+        Stop::Signal(2) => "interrupted by SIGINT".into(),
+        Stop::Signal(15) => "interrupted by SIGTERM".into(),
+        Stop::Signal(n) => format!("interrupted by signal {n}"),
+        Stop::Timeout(d) => format!(
+            "stopped after its timeout of {}",
+            humantime::format_duration(*d)
+        ),
+        Stop::Shutdown => "stopped by the daemon's shutdown".into(),
     }
 }
 
-/// How a long operation is told to stop: by a signal (its number is the exit code's), by a
-/// timeout, or by the daemon's shutdown. Cheap to clone; every clone sees the same stop.
+type StopCell = std::sync::Arc<std::sync::Mutex<Option<Stop>>>;
+
+/// How a long operation is told to stop: by a signal, by a timeout, or by the daemon's
+/// shutdown. Cheap to clone; every clone sees the same stop.
 #[derive(Debug, Clone, Default)]
 pub struct Cancel {
     token: tokio_util::sync::CancellationToken,
-    signal: std::sync::Arc<std::sync::atomic::AtomicI32>,
+    stop: StopCell,
+    /// The stop of the cancel this one is a child of.
+    parent: Option<StopCell>,
 }
 
 impl Cancel {
@@ -57,14 +74,15 @@ impl Cancel {
         Cancel::default()
     }
 
-    /// Stops everything that watches this cancel; `signal` is 0 for a stop that is not a signal.
-    pub fn cancel(&self, signal: i32) {
-        let _ = self.signal.compare_exchange(
-            0,
-            signal,
-            std::sync::atomic::Ordering::AcqRel,
-            std::sync::atomic::Ordering::Acquire,
-        );
+    /// Stops everything that watches this cancel (and its children); the first stop's reason
+    /// is the one reported.
+    pub fn cancel(&self, why: Stop) {
+        let mut stop = self
+            .stop
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stop.get_or_insert(why);
+        drop(stop);
         self.token.cancel();
     }
 
@@ -72,28 +90,63 @@ impl Cancel {
         self.token.is_cancelled()
     }
 
-    /// The signal that cancelled it, if a signal did.
+    fn reason(&self) -> Stop {
+        let read = |cell: &StopCell| {
+            *cell
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        read(&self.stop)
+            .or_else(|| self.parent.as_ref().and_then(read))
+            .unwrap_or(Stop::Shutdown)
+    }
+
+    /// The signal that stopped it, if a signal did.
     pub fn signal(&self) -> Option<i32> {
-        match self.signal.load(std::sync::atomic::Ordering::Acquire) {
-            0 => None,
-            s => Some(s),
+        if !self.is_cancelled() {
+            return None;
+        }
+        match self.reason() {
+            Stop::Signal(n) => Some(n),
+            _ => None,
         }
     }
 
     /// Waits until cancelled; the `Interrupted` to report.
     pub async fn cancelled(&self) -> Interrupted {
         self.token.cancelled().await;
-        Interrupted {
-            signal: self.signal.load(std::sync::atomic::Ordering::Acquire),
-        }
+        Interrupted(self.reason())
     }
 
     /// A cancel that fires with this one, and also on its own (a per-run timeout).
     pub fn child(&self) -> Cancel {
         Cancel {
             token: self.token.child_token(),
-            signal: self.signal.clone(),
+            stop: StopCell::default(),
+            parent: Some(self.stop.clone()),
         }
+    }
+
+    /// A child of this cancel that also fires after `limit`, for as long as the returned
+    /// guard lives.
+    pub fn with_timeout(&self, limit: std::time::Duration) -> (Cancel, TimeoutGuard) {
+        let child = self.child();
+        let fire = child.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            fire.cancel(Stop::Timeout(limit));
+        });
+        (child, TimeoutGuard(timer))
+    }
+}
+
+/// Stops a `Cancel::with_timeout` timer when dropped.
+#[derive(Debug)]
+pub struct TimeoutGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TimeoutGuard {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use cli::{CatalogCommand, Cli, Command, LogFormat};
 use pgkeep::commands;
-use pgkeep::error::{Cancel, report_anyhow};
+use pgkeep::error::{Cancel, Stop, report_anyhow};
 use pgkeep::restore::{RestoreOptions, SchemaFrom};
 
 fn main() -> ExitCode {
@@ -71,7 +71,7 @@ fn stop_on_signals(cancel: &Cancel) {
             }
             first = false;
             eprintln!("stopping: undoing what was started (a second Ctrl-C exits at once)");
-            cancel.cancel(signal);
+            cancel.cancel(Stop::Signal(signal));
         }
     });
 }

@@ -95,7 +95,9 @@ pub async fn backup(
                     tracing::warn!(job = %job.name, error = %crate::error::report(&e), "could not look for what earlier runs left");
                 }
             }
-            let result = crate::backup::run_at(job, &repo, started_at, cancel).await;
+            // The job's `timeout` bounds a manual run as it bounds the daemon's.
+            let (run_cancel, _timer) = cancel.with_timeout(job.timeout);
+            let result = crate::backup::run_at(job, &repo, started_at, &run_cancel).await;
             if result.is_ok() {
                 crate::prune::after_backup(config, job, &repo, chrono::Utc::now()).await;
             }

@@ -11,7 +11,6 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 
-
 /// A validated retention policy: at least one rule keeps something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {

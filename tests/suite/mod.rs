@@ -17,5 +17,5 @@ mod restore_target;
 mod retention;
 mod snapshot;
 mod store_conformance;
-mod store_faults;
+pub mod store_faults;
 mod verify;

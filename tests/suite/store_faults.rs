@@ -2,7 +2,7 @@
 //! the fault proxy in front of s3s-fs and Garage; a local store on a full disk; the timeout keys.
 
 mod downloads;
-mod local;
+pub mod local;
 mod proxy;
 mod stalls;
 mod uploads;
@@ -138,7 +138,7 @@ const JOB: &str = "[jobs.nightly]\nkind = \"dump\"\n";
 
 #[test]
 fn timeouts_default_for_multi_gb_parts() {
-    let config = load(&format!("[storage]\nurl = \"s3://b/p\"\n{JOB}")).unwrap();
+    let config = load(&format!("[storage]\nurl = \"s3://bucket/p\"\n{JOB}")).unwrap();
     let s3 = &config.storage.s3;
     assert_eq!(s3.connect_timeout, Duration::from_secs(10));
     assert_eq!(s3.request_timeout, Duration::from_mins(1));
@@ -186,7 +186,10 @@ fn zero_or_unreadable_timeouts_are_refused_with_their_keys() {
             "storage.s3.read_timeout"
         ]
     );
-    assert!(problems[0].reason.contains("longer than 0"), "{problems:?}");
+    assert!(
+        problems[0].reason.contains("longer than zero"),
+        "{problems:?}"
+    );
     assert!(
         problems[1].reason.contains("'soon' is not a duration"),
         "{problems:?}"

@@ -16,8 +16,9 @@ use crate::store::error::chain;
 use crate::store::{BoxError, ByteReader, StoreError};
 
 /// Resumes of one download at most, however much each one delivered: a store that cuts every
-/// connection after a few bytes fails the read instead of crawling forever.
-const MAX_RESUMES: u32 = 100;
+/// connection after a few bytes fails the read (after at most this many `read_timeout`s)
+/// instead of crawling on for hours.
+const MAX_RESUMES: u32 = 20;
 
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]

@@ -2,8 +2,10 @@
 //! mid-COPY — each asserting that nothing partial is committed, the exit code is 1 with a
 //! message naming the stage, and the next run succeeds.
 
+mod disk;
 mod kills;
 mod pg;
+mod s3;
 
 use std::time::Duration;
 

@@ -11,15 +11,21 @@ use tokio::io::AsyncReadExt;
 use crate::common::s3::report;
 use crate::suite::store_conformance::{data, reader};
 
-/// A 2 MiB tmpfs, unmounted on drop.
-struct SmallDisk {
+/// A small tmpfs, unmounted on drop.
+pub struct SmallDisk {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub path: PathBuf,
 }
 
 impl SmallDisk {
-    /// `None` (after printing why) when not root: mounting needs it; CI runs as root.
+    /// A 2 MiB one; `None` (after printing why) when not root: mounting needs it; CI runs as
+    /// root.
     fn mount() -> Option<SmallDisk> {
+        SmallDisk::mount_sized("2m")
+    }
+
+    /// One of `size` (`mount -o size=`).
+    pub fn mount_sized(size: &str) -> Option<SmallDisk> {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipping the full-disk test: mounting a tmpfs needs root");
             return None;
@@ -28,7 +34,7 @@ impl SmallDisk {
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&path)
             .status()
             .expect("running mount");

@@ -319,7 +319,10 @@ impl Manifest {
             Some(_) => return Err(ManifestError::ChecksumNotAString),
         };
         let mut manifest: Manifest =
-            serde_json::from_value(value).map_err(ManifestError::Fields)?;
+            serde_path_to_error::deserialize(value).map_err(|e| ManifestError::Fields {
+                path: e.path().to_string(),
+                source: e.into_inner(),
+            })?;
         manifest.checksum = checksum;
         let problems = manifest.problems(job, id);
         if !problems.is_empty() {
@@ -432,8 +435,13 @@ pub enum ManifestError {
     Syntax(#[source] serde_json::Error),
     #[error("it is not a JSON object")]
     NotAnObject,
-    #[error("its fields are not a manifest")]
-    Fields(#[source] serde_json::Error),
+    #[error("its field {path} is not valid")]
+    Fields {
+        /// Where in the document: `objects[3].stored_bytes`, or `.` for the top.
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("it has format version {version}; this pgkeep reads up to {FORMAT_VERSION}")]
     TooNew { version: u64 },
     #[error(
@@ -501,5 +509,7 @@ fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

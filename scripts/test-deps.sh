@@ -14,6 +14,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v gunzip >/dev/null || missing+=(gzip)
 # jq: the by-hand manifest checks of docs/FORMAT.md (tests/suite/manual_restore.rs).
 command -v jq >/dev/null || missing+=(jq)
+# age: decrypting encrypted backups by hand (tests/suite/encryption.rs).
+command -v age >/dev/null || missing+=(age)
 # promtool (in Debian's prometheus package) checks the daemon's /metrics (tests/suite/daemon.rs).
 command -v promtool >/dev/null || missing+=(prometheus)
 # Packaging tests (tests/suite/packaging.rs): systemd-analyze for the unit; podman (with runc,

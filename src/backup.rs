@@ -236,6 +236,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         sequences: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        encryption: None,
         checksum: None,
     };
 

@@ -11,7 +11,6 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::pg::{self, PgError, Target};
 use crate::process::Tool;
-use crate::repository::Repository;
 use crate::store::ObjectStore;
 
 /// How many unreadable tables a failed access check names.
@@ -73,7 +72,7 @@ pub async fn run(config: &Config) -> Report {
             config.jobs.len()
         ),
     );
-    match Repository::open(&config.storage.url, &config.storage.s3).await {
+    match config.storage.open().await {
         Ok(repo) => {
             let store = repo.store();
             let result = probe_store(store).await;

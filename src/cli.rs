@@ -110,6 +110,10 @@ pub enum Command {
         /// Export backups: load the data even when the migrated schema differs
         #[arg(long)]
         allow_drift: bool,
+        /// An age identity file for encrypted backups (repeatable; default:
+        /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
     },
     /// Re-read backups: check every object's size and sha256, decode it fully, and check the
     /// archive (pg_restore --list) or the row count; exit 1 naming every damaged object
@@ -122,6 +126,11 @@ pub enum Command {
         all: bool,
         #[arg(long)]
         job: Option<String>,
+        /// An age identity file: encrypted objects are then decoded too, not only checked
+        /// for integrity (repeatable; default: $PGKEEP_AGE_IDENTITY_FILE, then
+        /// storage.encryption.identity_file)
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
     },
     /// Apply retention: delete the backups no keep_* rule keeps (never the newest)
     Prune {

@@ -13,6 +13,7 @@ pub mod check;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod crypt;
 pub mod daemon;
 pub mod error;
 pub mod human;

@@ -135,6 +135,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             schema_from,
             tables,
             allow_drift,
+            identity,
         } => {
             let options = RestoreOptions {
                 target,
@@ -153,8 +154,16 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 tables,
                 allow_drift,
             };
-            match commands::restore(&config, job.as_deref(), &backup, options, dry_run, cancel)
-                .await?
+            match commands::restore(
+                &config,
+                job.as_deref(),
+                &backup,
+                options,
+                &identity,
+                dry_run,
+                cancel,
+            )
+            .await?
             {
                 Ok(r) => println!(
                     "restored backup {} of job '{}' into database '{}': {} of data in {:.1}s; {}",
@@ -168,13 +177,19 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 Err(plan) => print!("{plan}"),
             }
         }
-        Command::Verify { backup, all, job } => {
+        Command::Verify {
+            backup,
+            all,
+            job,
+            identity,
+        } => {
             let mut out = std::io::stdout();
             commands::verify(
                 &config,
                 job.as_deref(),
                 backup.as_deref(),
                 all,
+                &identity,
                 &mut out,
                 cancel,
             )

@@ -161,10 +161,22 @@ pub struct Manifest {
     /// refreshes exactly the populated ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub materialized_views: Vec<MaterializedView>,
+    /// How the objects are encrypted, when they are: the scheme (`age`) and the fingerprints
+    /// of the public keys they were encrypted to (see `crypt::fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// `sha256:<hex>` of the manifest's canonical content without this member. Set by
     /// `to_json`; `None` only in manifests written before pgkeep recorded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
+}
+
+/// The encryption of a backup's objects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    pub scheme: String,
+    /// Fingerprints of the recipients (not the keys themselves).
+    pub recipients: Vec<String>,
 }
 
 /// A materialized view of an export backup's database.
@@ -235,9 +247,12 @@ pub struct ObjectEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<Column>,
     pub compression: ObjectCodec,
+    /// `age` when the object is encrypted (after compression); absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
     pub raw_bytes: u64,
     pub stored_bytes: u64,
-    /// sha256 of the stored (compressed) bytes, lowercase hex.
+    /// sha256 of the stored (compressed, then encrypted) bytes, lowercase hex.
     pub sha256: String,
 }
 
@@ -393,6 +408,15 @@ impl Manifest {
                 out.push("an export backup needs exactly one schema object".into());
             }
             _ => {}
+        }
+        let encrypted = self.objects.iter().any(|o| o.encryption.is_some());
+        if encrypted
+            && self
+                .encryption
+                .as_ref()
+                .is_none_or(|e| e.recipients.is_empty())
+        {
+            out.push("objects are encrypted but it names no recipients".into());
         }
         let mut sequences = BTreeSet::new();
         for s in &self.sequences {

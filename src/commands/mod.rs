@@ -33,7 +33,44 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
 /// # Errors
 /// An invalid URL or an S3 client that cannot be built.
 pub async fn open_repository(config: &Config) -> anyhow::Result<Repository> {
-    Ok(Repository::open(&config.storage.url, &config.storage.s3).await?)
+    Ok(config.storage.open().await?)
+}
+
+/// The environment variable naming an identity file for reading encrypted backups.
+pub const IDENTITY_ENV: &str = "PGKEEP_AGE_IDENTITY_FILE";
+
+/// The identities for reading encrypted backups: `--identity` files, else
+/// `$PGKEEP_AGE_IDENTITY_FILE`, else `storage.encryption.identity_file`; none when none is
+/// named (encrypted backups are then checked for integrity only, and not restored).
+///
+/// # Errors
+/// A usage error naming a file that cannot be read or holds no identity (never its content).
+pub fn identities(
+    config: &Config,
+    given: &[std::path::PathBuf],
+) -> anyhow::Result<Option<crate::crypt::Identities>> {
+    let files: Vec<std::path::PathBuf> = if given.is_empty() {
+        std::env::var_os(IDENTITY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                config
+                    .storage
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.identity_file.clone())
+            })
+            .into_iter()
+            .collect()
+    } else {
+        given.to_vec()
+    };
+    if files.is_empty() {
+        return Ok(None);
+    }
+    crate::crypt::Identities::from_files(&files)
+        .map(Some)
+        .map_err(|e| UsageError(crate::error::report(&e)).into())
 }
 
 /// The job a command is about: the named one (which must exist), else the only one.
@@ -134,15 +171,19 @@ async fn take_lock(job: &crate::config::Job) -> anyhow::Result<crate::lock::JobL
 ///
 /// # Errors
 /// As `resolve`, `restore::plan` and `restore::apply`.
+#[allow(clippy::too_many_arguments)]
 pub async fn restore(
     config: &Config,
     job: Option<&str>,
     backup: &str,
     options: RestoreOptions,
+    identity: &[std::path::PathBuf],
     dry_run: bool,
     cancel: &Cancel,
 ) -> anyhow::Result<Result<RestoreReport, String>> {
-    let repo = open_repository(config).await?;
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
     let manifest = resolve(config, &repo, job, backup).await?;
     let mut options = options;
     if options.migrations.is_none() {
@@ -225,10 +266,13 @@ pub async fn verify(
     job: Option<&str>,
     backup: Option<&str>,
     all: bool,
+    identity: &[std::path::PathBuf],
     out: &mut dyn std::io::Write,
     cancel: &Cancel,
 ) -> anyhow::Result<()> {
-    let repo = open_repository(config).await?;
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
     let selection = if all {
         crate::verify::Selection::All {
             job: job_scope(config, job)?.map(str::to_string),

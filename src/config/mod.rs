@@ -20,8 +20,8 @@ use std::time::Duration;
 
 pub use load::{ConfigSource, environment, load, load_from};
 pub use raw::{
-    RawCatalog, RawConfig, RawDaemon, RawJob, RawMigrations, RawNotifications, RawRetention, RawS3,
-    RawStorage, default_migrations_table,
+    RawCatalog, RawConfig, RawDaemon, RawEncryption, RawJob, RawMigrations, RawNotifications,
+    RawRetention, RawS3, RawStorage, default_migrations_table,
 };
 
 use crate::codec::Compression;
@@ -137,6 +137,27 @@ pub struct Config {
 pub struct Storage {
     pub url: String,
     pub s3: S3Settings,
+    /// Encryption of new objects, and where restores find the private key.
+    pub encryption: Option<Encryption>,
+}
+
+impl Storage {
+    /// The repository this storage holds, encrypting new objects when `[storage.encryption]`
+    /// says so. Every writer opens it here, so none forgets the encryption.
+    ///
+    /// # Errors
+    /// An invalid URL or an S3 client that cannot be built.
+    pub async fn open(&self) -> Result<crate::repository::Repository, crate::store::StoreError> {
+        let repo = crate::repository::Repository::open(&self.url, &self.s3).await?;
+        Ok(repo.encrypting_to(self.encryption.as_ref().map(|e| e.recipients.clone())))
+    }
+}
+
+/// `[storage.encryption]`, validated: the recipients parsed, the identity file's path.
+#[derive(Debug, Clone)]
+pub struct Encryption {
+    pub recipients: crate::crypt::Recipients,
+    pub identity_file: Option<PathBuf>,
 }
 
 /// How `pgkeep run` behaves.

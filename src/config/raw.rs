@@ -30,6 +30,20 @@ pub struct RawStorage {
     pub url: String,
     #[serde(default)]
     pub s3: RawS3,
+    pub encryption: Option<RawEncryption>,
+}
+
+/// `[storage.encryption]`: age encryption of every object but the manifest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEncryption {
+    /// Public keys (`age1...`) new objects are encrypted to.
+    pub recipients: Option<Vec<String>>,
+    /// A file of public keys, one per line (as `age-keygen -y` prints them).
+    pub recipients_file: Option<std::path::PathBuf>,
+    /// The private key file restores and verify read encrypted objects with (on hosts that
+    /// restore; a backup host does not need it).
+    pub identity_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawStorage {
@@ -37,6 +51,7 @@ impl Default for RawStorage {
         RawStorage {
             url: default_storage_url(),
             s3: RawS3::default(),
+            encryption: None,
         }
     }
 }

@@ -11,7 +11,12 @@ use crate::redact::{show, show_at_most};
 /// The prefix of override variables.
 pub(super) const ENV_PREFIX: &str = "PGKEEP_";
 /// Variables under the prefix that are not configuration keys.
-pub(super) const NOT_KEYS: &[&str] = &["PGKEEP_CONFIG", "PGKEEP_LOG", "PGKEEP_LOG_FORMAT"];
+pub(super) const NOT_KEYS: &[&str] = &[
+    "PGKEEP_CONFIG",
+    "PGKEEP_LOG",
+    "PGKEEP_LOG_FORMAT",
+    "PGKEEP_AGE_IDENTITY_FILE",
+];
 
 /// One value of the tree.
 #[derive(Debug, Clone, PartialEq)]

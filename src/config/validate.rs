@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::checks::{self, UrlKind};
 use super::{
-    Catalog, Config, ConfigSource, Daemon, Notifications, Problem, RawCatalog, RawConfig,
-    RawDaemon, RawNotifications, RawS3, Storage,
+    Catalog, Config, ConfigSource, Daemon, Encryption, Notifications, Problem, RawCatalog,
+    RawConfig, RawDaemon, RawEncryption, RawNotifications, RawS3, Storage,
 };
 use crate::pg::ConnInfo;
 use crate::redact::show;
@@ -37,6 +37,11 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, V
     let storage = Storage {
         url: raw.storage.url.clone(),
         s3: s3_settings(&raw.storage.s3, &mut problems),
+        encryption: raw
+            .storage
+            .encryption
+            .as_ref()
+            .and_then(|e| encryption(e, &mut problems)),
     };
     let daemon = daemon_settings(&raw.daemon, &mut problems);
     let catalog = raw.catalog.as_ref().and_then(|c| catalog(c, &mut problems));
@@ -78,6 +83,42 @@ fn catalog(raw: &RawCatalog, problems: &mut Problems) -> Option<Catalog> {
     Some(Catalog {
         database: database?,
         password_file: raw.password_file.clone(),
+    })
+}
+
+/// The recipients of `[storage.encryption]` (inline and from `recipients_file`, at least one),
+/// and a readable `identity_file`.
+fn encryption(raw: &RawEncryption, problems: &mut Problems) -> Option<Encryption> {
+    let mut keys: Vec<String> = raw.recipients.clone().unwrap_or_default();
+    if let Some(file) = &raw.recipients_file {
+        match crate::crypt::Recipients::read_file(file) {
+            Ok(more) => keys.extend(more),
+            Err(e) => {
+                problems.add("storage.encryption.recipients_file", e);
+                return None;
+            }
+        }
+    }
+    if let Some(file) = &raw.identity_file
+        && let Err(e) = std::fs::File::open(file)
+    {
+        problems.add(
+            "storage.encryption.identity_file",
+            format!("cannot read {}: {e}", file.display()),
+        );
+    }
+    let key = if raw.recipients_file.is_some() && raw.recipients.is_none() {
+        "storage.encryption.recipients_file"
+    } else {
+        "storage.encryption.recipients"
+    };
+    let recipients = problems.check(
+        key,
+        crate::crypt::Recipients::parse(keys.iter().map(String::as_str)),
+    )?;
+    Some(Encryption {
+        recipients,
+        identity_file: raw.identity_file.clone(),
     })
 }
 

@@ -68,7 +68,7 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     let config = Arc::new(config);
     let started_at = Utc::now();
     let tz = config.daemon.timezone;
-    let repo = crate::repository::Repository::open(&config.storage.url, &config.storage.s3).await?;
+    let repo = config.storage.open().await?;
 
     let mut schedules = BTreeMap::new();
     let mut statuses = BTreeMap::new();

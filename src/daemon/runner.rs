@@ -131,7 +131,7 @@ impl Runner {
         let runner = self.clone();
         tasks.spawn(async move {
             let flag = RunningFlag(entry);
-            runner.run(&flag.0, slot_time).await;
+            Box::pin(runner.run(&flag.0, slot_time)).await;
         });
     }
 

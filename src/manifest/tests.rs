@@ -32,6 +32,7 @@ pub(crate) fn sample() -> Manifest {
                 rows: None,
                 columns: Vec::new(),
                 compression: ObjectCodec::Gzip,
+                encryption: None,
                 raw_bytes: 100,
                 stored_bytes: 50,
                 sha256: "a".repeat(64),
@@ -47,6 +48,7 @@ pub(crate) fn sample() -> Manifest {
                     generated: false,
                 }],
                 compression: ObjectCodec::Gzip,
+                encryption: None,
                 raw_bytes: 5000,
                 stored_bytes: 900,
                 sha256: "b".repeat(64),
@@ -63,6 +65,7 @@ pub(crate) fn sample() -> Manifest {
         }],
         large_objects: None,
         materialized_views: Vec::new(),
+        encryption: None,
         checksum: None,
     }
 }

@@ -16,10 +16,11 @@ use tokio::io::AsyncReadExt;
 pub use debris::{Orphan, Swept};
 pub use run::{CommitError, Run};
 
+use crate::crypt::{Identities, Recipients};
 use crate::error::UsageError;
 use crate::manifest::{self, Manifest, ManifestError, ObjectEntry};
 use crate::store::{ByteReader, ObjectMeta, ObjectStore, S3Settings, StoreError};
-use crate::transfer::Expected;
+use crate::transfer::{Decoding, Expected};
 
 pub use crate::manifest::MANIFEST_NAME;
 /// Manifests read at once while listing.
@@ -42,6 +43,18 @@ pub enum RepoError {
     },
     #[error(transparent)]
     Usage(#[from] UsageError),
+    #[error(
+        "backup {id} of job '{job}' is encrypted (to {needed}): give the matching identity with --identity FILE, PGKEEP_AGE_IDENTITY_FILE or storage.encryption.identity_file"
+    )]
+    Locked {
+        id: String,
+        job: String,
+        needed: String,
+    },
+    #[error("object {key} uses {codec}, which this version of pgkeep cannot decode")]
+    Codec { key: String, codec: String },
+    #[error("backup {id} cannot be decrypted: {reason}")]
+    WrongIdentity { id: String, reason: String },
 }
 
 impl RepoError {
@@ -104,15 +117,125 @@ impl std::fmt::Display for ObjectProblem {
     }
 }
 
-/// The backups in one store.
+/// The backups in one store, with the keys new objects are encrypted to and the identities
+/// encrypted ones are read with.
 #[derive(Debug, Clone)]
 pub struct Repository {
     store: Arc<dyn ObjectStore>,
+    encryption: Option<Recipients>,
+    identities: Option<Identities>,
 }
 
 impl Repository {
     pub fn new(store: Arc<dyn ObjectStore>) -> Repository {
-        Repository { store }
+        Repository {
+            store,
+            encryption: None,
+            identities: None,
+        }
+    }
+
+    /// New objects are encrypted to `recipients`.
+    #[must_use]
+    pub fn encrypting_to(mut self, recipients: Option<Recipients>) -> Repository {
+        self.encryption = recipients;
+        self
+    }
+
+    /// Encrypted objects are read with `identities`.
+    #[must_use]
+    pub fn reading_with(mut self, identities: Option<Identities>) -> Repository {
+        self.identities = identities;
+        self
+    }
+
+    /// How an object of `manifest` is read back: its codec, and the identities to decrypt it
+    /// with when it is encrypted.
+    ///
+    /// # Errors
+    /// `Locked` when it is encrypted and no identity was given (or with a scheme this version
+    /// does not know), naming the recipients it needs.
+    pub fn decoding(
+        &self,
+        manifest: &Manifest,
+        object: &ObjectEntry,
+    ) -> Result<Decoding, RepoError> {
+        let compression = object
+            .compression
+            .compression()
+            .ok_or_else(|| RepoError::Codec {
+                key: Self::object_key(manifest, object),
+                codec: object.compression.to_string(),
+            })?;
+        let needed = manifest
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.clone())
+            .unwrap_or_default();
+        let decryption = match object.encryption.as_deref() {
+            None => None,
+            Some(crate::crypt::SCHEME) => match &self.identities {
+                Some(ids) => Some((ids.clone(), needed)),
+                None => {
+                    return Err(RepoError::Locked {
+                        id: manifest.id.clone(),
+                        job: manifest.job.clone(),
+                        needed: needed.join(", "),
+                    });
+                }
+            },
+            Some(other) => {
+                return Err(RepoError::Codec {
+                    key: Self::object_key(manifest, object),
+                    codec: format!("encryption '{other}'"),
+                });
+            }
+        };
+        Ok(Decoding {
+            compression,
+            decryption,
+        })
+    }
+
+    /// Checks, by reading the header of its first encrypted object, that the identities given
+    /// decrypt `manifest`'s objects (a restore then fails before it touches anything).
+    ///
+    /// # Errors
+    /// `Locked` without identities, `WrongIdentity` when none fits, store errors.
+    pub async fn check_identities(&self, manifest: &Manifest) -> Result<(), RepoError> {
+        let Some(object) = manifest.objects.iter().find(|o| o.encryption.is_some()) else {
+            return Ok(());
+        };
+        let decoding = self.decoding(manifest, object)?;
+        let reader = self.read(manifest, object).await?;
+        let key = Self::object_key(manifest, object);
+        let opened = tokio::task::spawn_blocking(move || {
+            let source = tokio_util::io::SyncIoBridge::new(reader);
+            decoding.open(source).map(|_| ())
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            location: key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        match opened {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(RepoError::WrongIdentity {
+                    id: manifest.id.clone(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => Err(StoreError::from_read(&key, e).into()),
+        }
+    }
+
+    /// Whether objects of `manifest` can be read at all (no identity needed, or one given).
+    pub fn can_decode(&self, manifest: &Manifest) -> bool {
+        manifest
+            .objects
+            .iter()
+            .all(|o| o.encryption.is_none() || self.identities.is_some())
     }
 
     /// The repository in the store a storage URL names (`file://...` or `s3://...`).

@@ -14,7 +14,7 @@ use crate::codec::Compression;
 use crate::manifest::{self, Manifest, ObjectCodec, ObjectEntry, ObjectRole};
 use crate::process::ChildError;
 use crate::store::StoreError;
-use crate::transfer::{self, Stored, UploadError};
+use crate::transfer::{self, Encoding, Stored, UploadError};
 
 /// One run in progress: `<job>/<id>/`, where `id` is the run's start time.
 #[derive(Debug)]
@@ -112,23 +112,37 @@ impl Run {
             manifest::valid_object_name(name),
             "object name {name:?} of a run"
         );
-        let key = object_key(&self.job, &self.id, name);
+        // Encrypted objects say so in their name, for people and for `age -d`.
+        let name = match &self.repo.encryption {
+            Some(_) => format!("{name}.age"),
+            None => name.to_string(),
+        };
+        let key = object_key(&self.job, &self.id, &name);
+        let encoding = Encoding {
+            compression,
+            encryption: self.repo.encryption.clone(),
+        };
         let stored = transfer::upload(
             self.repo.store.as_ref(),
             &key,
             input,
-            compression,
+            encoding,
             allow_empty,
             verdict,
         )
         .await?;
         let entry = ObjectEntry {
-            key: name.to_string(),
+            key: name.clone(),
             role,
             table: None,
             rows: None,
             columns: Vec::new(),
             compression: ObjectCodec::of(compression),
+            encryption: self
+                .repo
+                .encryption
+                .as_ref()
+                .map(|_| crate::crypt::SCHEME.to_string()),
             raw_bytes: stored.raw_bytes,
             stored_bytes: stored.stored_bytes,
             sha256: stored.sha256.clone(),
@@ -136,7 +150,7 @@ impl Run {
         self.written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(name.to_string(), stored);
+            .insert(name, stored);
         Ok(entry)
     }
 
@@ -148,6 +162,10 @@ impl Run {
     /// `CommitError`: `Invalid` and `NotCommitted` mean no backup exists (the caller aborts
     /// the run); `Unknown` means nothing may be removed.
     pub async fn commit(self, mut manifest: Manifest) -> Result<Manifest, (Run, CommitError)> {
+        manifest.encryption = self.repo.encryption.as_ref().map(|r| manifest::Encryption {
+            scheme: crate::crypt::SCHEME.to_string(),
+            recipients: r.fingerprints(),
+        });
         if let Err(reason) = self.matches(&manifest) {
             return Err((self, CommitError::Invalid(reason)));
         }

@@ -50,6 +50,7 @@ fn manifest_of(run: &Run, objects: Vec<ObjectEntry>) -> Manifest {
         sequences: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        encryption: None,
         checksum: None,
     }
 }

@@ -33,7 +33,7 @@ pub(super) async fn restore(
     if jobs == 1 {
         // One transaction, fed as a stream: a damaged object is noticed before the last bytes
         // reach pg_restore, which is then killed and its transaction rolled back.
-        let compression = stage::codec(object)?;
+        let decoding = stage::decoding(repo, manifest, object)?;
         let expected = Repository::expected(manifest, object);
         args.push("--single-transaction".to_string());
         let (running, stdin) = Running::spawn_writer("pg_restore", plan.tool.command(&args, &env))?;
@@ -41,7 +41,7 @@ pub(super) async fn restore(
         let sink = SyncIoBridge::new(stdin);
         let raw = object.raw_bytes;
         let copied = tokio::task::spawn_blocking(move || {
-            transfer::copy_verified(source, expected, compression, raw, sink)
+            transfer::copy_verified(source, expected, &decoding, raw, sink)
         })
         .await
         .map_err(|e| RestoreError::Step(format!("feeding pg_restore stopped: {e}")))?;

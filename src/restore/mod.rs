@@ -80,6 +80,8 @@ pub enum RestoreError {
     Child(#[from] ChildError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Repo(crate::repository::RepoError),
     /// An object's bytes are not what its manifest records; the message names the object.
     #[error("{0}")]
     Damaged(std::io::Error),

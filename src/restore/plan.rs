@@ -135,8 +135,11 @@ pub async fn plan(
     let target = Target::resolve(&options.target, None)
         .map_err(|e| usage(format!("--target: {}", crate::error::report(&e))))?;
     for o in &manifest.objects {
-        stage::codec(o)?;
+        stage::decoding(repo, &manifest, o)?;
     }
+    repo.check_identities(&manifest)
+        .await
+        .map_err(RestoreError::Repo)?;
     let problems = repo.check_objects(&manifest).await?;
     if !problems.is_empty() {
         return Err(RestoreError::Objects {

@@ -179,6 +179,7 @@ mod tests {
             rows: Some(0),
             columns: Vec::new(),
             compression: crate::manifest::ObjectCodec::None,
+            encryption: None,
             raw_bytes,
             stored_bytes: raw_bytes,
             sha256: String::new(),

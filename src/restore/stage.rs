@@ -10,21 +10,19 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use super::RestoreError;
-use crate::codec::Compression;
 use crate::manifest::{Manifest, ObjectEntry};
 use crate::process::Tool;
 use crate::repository::Repository;
 use crate::store::StoreError;
-use crate::transfer;
+use crate::transfer::{self, Decoding};
 
-/// The codec an object needs.
-pub(super) fn codec(object: &ObjectEntry) -> Result<Compression, RestoreError> {
-    object.compression.compression().ok_or_else(|| {
-        RestoreError::Damaged(std::io::Error::other(format!(
-            "object {} uses compression '{}', which this version of pgkeep cannot decode",
-            object.key, object.compression
-        )))
-    })
+/// How an object is read: its codec, and the identities when it is encrypted.
+pub(super) fn decoding(
+    repo: &Repository,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+) -> Result<Decoding, RestoreError> {
+    repo.decoding(manifest, object).map_err(RestoreError::Repo)
 }
 
 /// pg_restore at least as new as the pg_dump that wrote the backup.
@@ -62,7 +60,7 @@ pub(super) async fn stage(
     object: &ObjectEntry,
     dir: &Path,
 ) -> Result<NamedTempFile, RestoreError> {
-    let compression = codec(object)?;
+    let decoding = decoding(repo, manifest, object)?;
     let expected = Repository::expected(manifest, object);
     let staged = tempfile::Builder::new()
         .prefix("pgkeep-restore-")
@@ -73,7 +71,7 @@ pub(super) async fn stage(
     let raw = object.raw_bytes;
     let mut out = std::io::BufWriter::new(file);
     tokio::task::spawn_blocking(move || {
-        transfer::copy_verified(source, expected, compression, raw, &mut out)
+        transfer::copy_verified(source, expected, &decoding, raw, &mut out)
     })
     .await
     .map_err(|e| RestoreError::Step(format!("staging stopped: {e}")))?
@@ -100,14 +98,14 @@ pub(super) async fn decoded_chunks(
     manifest: &Manifest,
     object: &ObjectEntry,
 ) -> Result<mpsc::Receiver<Result<Bytes, std::io::Error>>, RestoreError> {
-    let compression = codec(object)?;
+    let decoding = decoding(repo, manifest, object)?;
     let expected = Repository::expected(manifest, object);
     let source = SyncIoBridge::new(repo.read(manifest, object).await?);
     let (tx, rx) = mpsc::channel(4);
     let raw = object.raw_bytes;
     tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter { tx: tx.clone() };
-        if let Err(e) = transfer::copy_verified(source, expected, compression, raw, sink) {
+        if let Err(e) = transfer::copy_verified(source, expected, &decoding, raw, sink) {
             let _ = tx.blocking_send(Err(e));
         }
     });

@@ -15,6 +15,7 @@ mod blocks;
 use blocks::gzip_blocks;
 
 use crate::codec::Compression;
+use crate::crypt::{Encrypting, Identities, Recipients};
 use crate::process::ChildError;
 use crate::store::{ObjectStore, StoreError};
 
@@ -68,7 +69,7 @@ pub async fn upload<R, V>(
     store: &dyn ObjectStore,
     key: &str,
     input: R,
-    compression: Compression,
+    encoding: Encoding,
     allow_empty: bool,
     verdict: V,
 ) -> Result<Stored, UploadError>
@@ -80,7 +81,7 @@ where
     let (verdict_tx, verdict_rx) = oneshot::channel::<bool>();
     let bridge = SyncIoBridge::new(input);
     let producer = tokio::task::spawn_blocking(move || {
-        compress_stream(bridge, compression, allow_empty, &tx, verdict_rx)
+        compress_stream(bridge, &encoding, allow_empty, &tx, verdict_rx)
     });
     let body = Box::pin(StreamReader::new(ReceiverStream::new(rx)));
     let put = store.put(key, body);
@@ -145,15 +146,55 @@ enum ProduceError {
     Io(io::Error),
 }
 
-/// The blocking half of `upload`: read, compress, hash, hand chunks to the uploader.
+/// How an object's bytes are encoded for storage: compressed, then (when recipients are
+/// given) encrypted to them.
+#[derive(Debug, Clone)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub encryption: Option<Recipients>,
+}
+
+/// Where the compressor writes: straight into the hashing chunk sink, or through age.
+enum Sink {
+    Plain(ChunkSink),
+    Encrypted(Encrypting<ChunkSink>),
+}
+
+impl Sink {
+    /// Ends the encryption, if any, and returns the chunk sink.
+    fn finish(self) -> io::Result<ChunkSink> {
+        match self {
+            Sink::Plain(s) => Ok(s),
+            Sink::Encrypted(e) => e.finish(),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(s) => s.write(data),
+            Sink::Encrypted(e) => e.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(s) => s.flush(),
+            Sink::Encrypted(e) => e.flush(),
+        }
+    }
+}
+
+/// The blocking half of `upload`: read, compress, encrypt, hash, hand chunks to the uploader.
 fn compress_stream(
     mut input: impl Read,
-    compression: Compression,
+    encoding: &Encoding,
     allow_empty: bool,
     tx: &mpsc::Sender<io::Result<Bytes>>,
     verdict: oneshot::Receiver<bool>,
 ) -> Result<(u64, u64, String), ProduceError> {
-    let mut sink = ChunkSink {
+    let chunks = ChunkSink {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
         hasher: Sha256::new(),
@@ -163,7 +204,11 @@ fn compress_stream(
         let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         ProduceError::Io(e)
     };
-    let copied = match compression {
+    let mut sink = match &encoding.encryption {
+        None => Sink::Plain(chunks),
+        Some(recipients) => Sink::Encrypted(recipients.encrypt(chunks).map_err(fail)?),
+    };
+    let copied = match encoding.compression {
         Compression::None => copy_plain(&mut input, &mut sink),
         Compression::Gzip(level) => gzip_blocks(&mut input, level, &mut sink),
     };
@@ -185,6 +230,7 @@ fn compress_stream(
         let _ = tx.blocking_send(Err(io::Error::other("source produced no data")));
         return Err(ProduceError::Empty);
     }
+    let mut sink = sink.finish().map_err(fail)?;
     sink.send_buffered().map_err(fail)?;
     Ok((raw, sink.count, hex::encode(sink.hasher.finalize())))
 }
@@ -195,7 +241,7 @@ pub(super) enum Failure {
     Write(io::Error),
 }
 
-fn copy_plain(input: &mut impl Read, sink: &mut ChunkSink) -> Result<u64, Failure> {
+fn copy_plain(input: &mut impl Read, sink: &mut impl Write) -> Result<u64, Failure> {
     let mut buf = vec![0u8; CHUNK];
     let mut raw = 0u64;
     loop {
@@ -350,14 +396,14 @@ impl<R: Read> Read for VerifyingReader<R> {
 pub fn copy_verified(
     stored: impl Read,
     expected: Expected,
-    compression: Compression,
+    decoding: &Decoding,
     raw_bytes: u64,
     mut out: impl Write,
 ) -> io::Result<u64> {
     const HOLD: usize = 64 * 1024;
     let key = expected.key.clone();
     let damaged = |e: io::Error| {
-        if e.to_string().contains(&key) {
+        if e.to_string().contains(&key) || e.kind() == io::ErrorKind::PermissionDenied {
             e
         } else {
             io::Error::new(
@@ -371,7 +417,13 @@ pub fn copy_verified(
     let mut pending: Vec<u8> = Vec::with_capacity(CHUNK + HOLD);
     {
         let mut latch = Latch::new(&mut verifier);
-        let mut decoder = compression.decoder(&mut latch, raw_bytes);
+        let failed = latch.flag();
+        let below = move || failed.load(std::sync::atomic::Ordering::Relaxed);
+        let plain = match decoding.open(&mut latch) {
+            Ok(plain) => plain,
+            Err(e) => return Err(if below() { e } else { damaged(e) }),
+        };
+        let mut decoder = decoding.compression.decoder(plain, raw_bytes);
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = match decoder.read(&mut buf) {
@@ -380,7 +432,7 @@ pub fn copy_verified(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     drop(decoder);
-                    return Err(if latch.failed { e } else { damaged(e) });
+                    return Err(if below() { e } else { damaged(e) });
                 }
             };
             pending.extend_from_slice(&buf[..n]);
@@ -407,19 +459,56 @@ pub fn copy_verified(
     Ok(written + pending.len() as u64)
 }
 
+/// How to read an object back: decrypted with these identities when it is encrypted (to the
+/// recipients named, for messages), then decompressed.
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    pub compression: Compression,
+    pub decryption: Option<(Identities, Vec<String>)>,
+}
+
+impl Decoding {
+    /// The plain (compressed) stream of `stored`.
+    ///
+    /// # Errors
+    /// `InvalidData` when no identity fits or the age header is damaged; the stored reader's
+    /// own error when it fails.
+    pub fn open<'r>(&self, stored: impl Read + 'r) -> io::Result<Box<dyn Read + 'r>> {
+        match &self.decryption {
+            None => Ok(Box::new(stored)),
+            Some((identities, needed)) => identities.decrypt(stored, needed).map_err(|e| {
+                match e {
+                    crate::crypt::CryptError::Header(age::DecryptError::Io(io)) => io,
+                    // Not damage: the wrong key.
+                    e @ crate::crypt::CryptError::NoMatchingKey { .. } => {
+                        io::Error::new(io::ErrorKind::PermissionDenied, e)
+                    }
+                    other => io::Error::new(io::ErrorKind::InvalidData, other),
+                }
+            }),
+        }
+    }
+}
+
 /// Remembers whether the reader below a decoder failed, to tell a stored-bytes problem (size,
-/// sha256, or the store's own read error) from a decoding one.
+/// sha256, or the store's own read error) from a decoding one. The flag is shared, so it can
+/// be read while the decoder still borrows the latch.
 pub struct Latch<R> {
     inner: R,
-    pub failed: bool,
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<R> Latch<R> {
     pub fn new(inner: R) -> Self {
         Latch {
             inner,
-            failed: false,
+            failed: std::sync::Arc::default(),
         }
+    }
+
+    /// A handle on the flag that stays readable while the latch is borrowed.
+    pub fn flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        std::sync::Arc::clone(&self.failed)
     }
 }
 
@@ -427,7 +516,8 @@ impl<R: Read> Read for Latch<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.inner.read(buf);
         if r.is_err() {
-            self.failed = true;
+            self.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         r
     }
@@ -436,6 +526,13 @@ impl<R: Read> Read for Latch<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain(compression: Compression) -> Decoding {
+        Decoding {
+            compression,
+            decryption: None,
+        }
+    }
 
     fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {
         let mut e = c.encoder(Vec::new());
@@ -457,7 +554,7 @@ mod tests {
         copy_verified(
             &s[..],
             exp,
-            Compression::Gzip(1),
+            &plain(Compression::Gzip(1)),
             data.len() as u64,
             &mut out,
         )
@@ -472,8 +569,14 @@ mod tests {
         let last = s.len() - 1;
         s[last] ^= 1;
         let mut out = Vec::new();
-        let err =
-            copy_verified(&s[..], exp, Compression::None, data.len() as u64, &mut out).unwrap_err();
+        let err = copy_verified(
+            &s[..],
+            exp,
+            &plain(Compression::None),
+            data.len() as u64,
+            &mut out,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("damaged"), "{err}");
         assert!(out.len() < data.len(), "the tail must be held back");
     }

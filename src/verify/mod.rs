@@ -4,20 +4,19 @@
 //! checked even after damage is found, so one run reports all of it.
 
 use std::collections::HashMap;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
 use tokio_util::io::SyncIoBridge;
 
-use crate::codec::Compression;
 use crate::config::Config;
 use crate::human;
 use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
 use crate::process::{ChildError, Running, Tool};
-use crate::repository::Repository;
+use crate::repository::{RepoError, Repository};
 use crate::store::StoreError;
-use crate::transfer::{Expected, Latch, VerifyingReader};
+use crate::transfer::{Decoding, Expected, Latch, VerifyingReader};
 
 /// Size of the reads from the decoder.
 const CHUNK: usize = 256 * 1024;
@@ -42,6 +41,10 @@ pub enum ObjectDamage {
     },
     #[error("the manifest records an unknown compression '{0}'")]
     UnknownCompression(String),
+    /// Size and sha256 are intact, but it cannot be decrypted (a wrong identity) or its age
+    /// header is damaged.
+    #[error("cannot be decrypted: {0}")]
+    Decrypt(io::Error),
     #[error("decodes to {actual} bytes but the manifest records {expected}")]
     RawSize { actual: u64, expected: u64 },
     #[error("holds {actual} rows but the manifest records {expected}")]
@@ -71,7 +74,10 @@ impl ObjectCheck {
 
     /// Whether it could not be checked because the store could not be read.
     pub fn is_unreadable(&self) -> bool {
-        matches!(self.outcome, Err(ObjectDamage::Store(_)))
+        matches!(
+            self.outcome,
+            Err(ObjectDamage::Store(_) | ObjectDamage::Decrypt(_))
+        )
     }
 }
 
@@ -174,11 +180,24 @@ pub async fn verify(
     }
     for m in manifests {
         backups += 1;
-        let integrity = if m.checksum.is_some() {
-            "manifest checksum ok"
+        let mut integrity = if m.checksum.is_some() {
+            "manifest checksum ok".to_string()
         } else {
-            "manifest written before pgkeep recorded its checksum: not checked"
+            "manifest written before pgkeep recorded its checksum: not checked".to_string()
         };
+        if let Some(e) = &m.encryption {
+            let _ = write!(
+                integrity,
+                "; encrypted ({}) to {}{}",
+                e.scheme,
+                e.recipients.join(", "),
+                if repo.can_decode(&m) {
+                    ""
+                } else {
+                    ": checking integrity only, give --identity to decode"
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "backup {} of job '{}' ({} objects, {} stored; {integrity})",
@@ -270,10 +289,16 @@ async fn check(
     bin_dir: Option<&Path>,
     tools: &mut Tools,
 ) -> Result<String, ObjectDamage> {
-    let compression = object
-        .compression
-        .compression()
-        .ok_or_else(|| ObjectDamage::UnknownCompression(object.compression.to_string()))?;
+    let decoding = match repo.decoding(manifest, object) {
+        Ok(d) => d,
+        // Encrypted, and no identity: the stored bytes can still be proven intact.
+        Err(RepoError::Locked { .. }) => return integrity_only(repo, manifest, object).await,
+        Err(_) => {
+            return Err(ObjectDamage::UnknownCompression(
+                object.compression.to_string(),
+            ));
+        }
+    };
     let is_archive = matches!(object.role, ObjectRole::Dump | ObjectRole::Schema);
     let rows = if object.role == ObjectRole::Table {
         Some(object.rows.ok_or(ObjectDamage::NoRowCount)?)
@@ -308,7 +333,7 @@ async fn check(
     let raw_bytes = object.raw_bytes;
     let count_lines = rows.is_some();
     let decoded = tokio::task::spawn_blocking(move || {
-        decode(source, expected, compression, raw_bytes, count_lines, sink)
+        decode(source, expected, &decoding, raw_bytes, count_lines, sink)
     })
     .await
     .unwrap_or_else(|e| Err(ObjectDamage::Stored(io::Error::other(e.to_string()))));
@@ -358,6 +383,30 @@ fn below(e: io::Error) -> ObjectDamage {
     }
 }
 
+/// The size and sha256 of an encrypted object, read without an identity: its integrity, not
+/// its content.
+async fn integrity_only(
+    repo: &Repository,
+    manifest: &Manifest,
+    object: &ObjectEntry,
+) -> Result<String, ObjectDamage> {
+    let reader = match repo.read(manifest, object).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound { .. }) => return Err(ObjectDamage::Missing),
+        Err(e) => return Err(ObjectDamage::Store(e)),
+    };
+    let expected = Repository::expected(manifest, object);
+    let source = SyncIoBridge::new(reader);
+    tokio::task::spawn_blocking(move || VerifyingReader::new(source, expected).finish())
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e.to_string())))
+        .map_err(below)?;
+    Ok(format!(
+        "{} stored, size and sha256 intact; encrypted, not decoded (no identity given)",
+        human::bytes(object.stored_bytes)
+    ))
+}
+
 /// What decoding an object found.
 struct Decoded {
     raw: u64,
@@ -370,17 +419,28 @@ struct Decoded {
 fn decode(
     stored: impl Read,
     expected: Expected,
-    compression: Compression,
+    decoding: &Decoding,
     raw_bytes: u64,
     count_lines: bool,
     mut archive: Option<impl Write>,
 ) -> Result<Decoded, ObjectDamage> {
+    let compression = decoding.compression;
     let mut verifier = VerifyingReader::new(stored, expected);
     let mut latch = Latch::new(&mut verifier);
+    let failed = latch.flag();
     let mut raw = 0u64;
     let mut lines = 0u64;
-    let decoded: io::Result<()> = {
-        let mut decoder = compression.decoder(&mut latch, raw_bytes);
+    let mut undecryptable = None;
+    let decoded: io::Result<()> = 'decoding: {
+        let plain = match decoding.open(&mut latch) {
+            Ok(plain) => plain,
+            Err(e) if failed.load(std::sync::atomic::Ordering::Relaxed) => break 'decoding Err(e),
+            Err(e) => {
+                undecryptable = Some(e);
+                break 'decoding Ok(());
+            }
+        };
+        let mut decoder = compression.decoder(plain, raw_bytes);
         let mut buf = vec![0u8; CHUNK];
         loop {
             let n = match decoder.read(&mut buf) {
@@ -406,7 +466,12 @@ fn decode(
             }
         }
     };
-    let stored_failed = latch.failed;
+    let stored_failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(e) = undecryptable {
+        // Intact as stored (checked first), yet not readable with the identities given.
+        verifier.finish().map_err(below)?;
+        return Err(ObjectDamage::Decrypt(e));
+    }
     match decoded {
         // The size/sha256 check (or the read) failed: that is the cause.
         Err(e) if stored_failed => return Err(below(e)),

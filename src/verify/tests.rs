@@ -1,6 +1,14 @@
 //! Unit tests of the verify module.
 
 use super::*;
+use crate::codec::Compression;
+
+fn plain(compression: Compression) -> Decoding {
+    Decoding {
+        compression,
+        decryption: None,
+    }
+}
 use sha2::{Digest, Sha256};
 
 fn stored(data: &[u8], c: Compression) -> (Vec<u8>, Expected) {
@@ -28,7 +36,7 @@ fn good_data_decodes_and_counts_rows() {
     let d = decode(
         &s[..],
         exp,
-        Compression::Gzip(1),
+        &plain(Compression::Gzip(1)),
         data.len() as u64,
         true,
         None::<Vec<u8>>,
@@ -59,7 +67,7 @@ fn archive_sink_gets_everything_and_a_closed_sink_is_tolerated() {
     decode(
         &s[..],
         exp.clone(),
-        Compression::None,
+        &plain(Compression::None),
         data.len() as u64,
         false,
         Some(&mut sink),
@@ -69,7 +77,7 @@ fn archive_sink_gets_everything_and_a_closed_sink_is_tolerated() {
     let d = decode(
         &s[..],
         exp,
-        Compression::None,
+        &plain(Compression::None),
         data.len() as u64,
         false,
         Some(Closed),
@@ -87,7 +95,7 @@ fn a_flipped_byte_is_reported_as_a_checksum_mismatch() {
     let err = decode(
         &s[..],
         exp,
-        Compression::Gzip(1),
+        &plain(Compression::Gzip(1)),
         data.len() as u64,
         true,
         None::<Vec<u8>>,
@@ -107,7 +115,7 @@ fn truncation_is_reported_as_a_size_mismatch() {
     let err = decode(
         &s[..s.len() / 2],
         exp,
-        Compression::Gzip(1),
+        &plain(Compression::Gzip(1)),
         data.len() as u64,
         false,
         None::<Vec<u8>>,
@@ -126,7 +134,7 @@ fn intact_bytes_that_do_not_decode_are_a_decode_error() {
     let err = decode(
         &s[..],
         exp,
-        Compression::Gzip(6),
+        &plain(Compression::Gzip(6)),
         data.len() as u64,
         false,
         None::<Vec<u8>>,
@@ -143,7 +151,7 @@ fn more_decoded_bytes_than_recorded_are_refused() {
     let err = decode(
         &s[..],
         exp,
-        Compression::Gzip(1),
+        &plain(Compression::Gzip(1)),
         data.len() as u64 - 1,
         false,
         None::<Vec<u8>>,
@@ -156,6 +164,6 @@ fn more_decoded_bytes_than_recorded_are_refused() {
 #[test]
 fn an_empty_table_object_decodes_to_nothing() {
     let (s, exp) = stored(b"", Compression::Gzip(1));
-    let d = decode(&s[..], exp, Compression::Gzip(1), 0, true, None::<Vec<u8>>).unwrap();
+    let d = decode(&s[..], exp, &plain(Compression::Gzip(1)), 0, true, None::<Vec<u8>>).unwrap();
     assert_eq!((d.raw, d.lines), (0, 0));
 }

@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 pub mod damage;
 mod dump;
+mod encryption;
 mod export;
 mod failures;
 mod faults;

@@ -2,7 +2,7 @@
 //! limits, client programs and export settings, each parsed once.
 
 use super::checks;
-use super::validate::{Problems, conninfo, notification_settings};
+use super::problems::{Problems, conninfo, notification_settings};
 use super::{
     DEFAULT_TIMEOUT, ExportSettings, Job, JobKind, Migrations, Notifications, RawJob, RawRetention,
 };

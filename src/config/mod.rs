@@ -5,6 +5,7 @@ mod checks;
 mod de;
 mod job;
 mod load;
+mod problems;
 mod raw;
 mod tree;
 mod validate;
@@ -257,16 +258,16 @@ impl Config {
     ///
     /// # Errors
     /// A usage error when the job does not exist, or when `name` is omitted and there are several.
-    pub fn job(&self, name: Option<&str>) -> Result<&Job, crate::UsageError> {
+    pub fn job(&self, name: Option<&str>) -> Result<&Job, crate::error::UsageError> {
         match name {
             Some(n) => self.jobs.get(n).ok_or_else(|| {
-                crate::UsageError(format!(
+                crate::error::UsageError(format!(
                     "no job named '{n}' in the configuration (jobs: {})",
                     self.job_names()
                 ))
             }),
             None if self.jobs.len() == 1 => Ok(self.jobs.values().next().expect("one job")),
-            None => Err(crate::UsageError(format!(
+            None => Err(crate::error::UsageError(format!(
                 "the configuration has several jobs ({}); name one with --job or as an argument",
                 self.job_names()
             ))),

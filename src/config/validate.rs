@@ -5,31 +5,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::checks::{self, UrlKind};
+use super::problems::{Problems, conninfo, notification_settings};
 use super::{
-    Catalog, Config, ConfigSource, Daemon, Encryption, Notifications, Problem, RawCatalog,
-    RawConfig, RawDaemon, RawEncryption, RawNotifications, RawS3, Storage,
+    Catalog, Config, ConfigSource, Daemon, Encryption, Problem, RawCatalog, RawConfig, RawDaemon,
+    RawEncryption, RawS3, Storage,
 };
-use crate::pg::ConnInfo;
 use crate::redact::show;
 use crate::store::S3Settings;
-
-/// The problems found so far.
-pub(super) struct Problems(pub(super) Vec<Problem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(Problem::new(key, reason));
-    }
-
-    /// The value, or `None` with the problem recorded under `key`.
-    pub(super) fn check<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
-        result.map_err(|reason| self.add(key, reason)).ok()
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-}
 
 pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, Vec<Problem>> {
     let mut problems = Problems(Vec::new());
@@ -68,11 +50,6 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource) -> Result<Config, V
     } else {
         Err(problems.0)
     }
-}
-
-/// A libpq connection string, parsed once here; its errors never show a password.
-pub(super) fn conninfo(key: &str, value: &str, problems: &mut Problems) -> Option<ConnInfo> {
-    problems.check(key, ConnInfo::parse(value).map_err(|e| e.to_string()))
 }
 
 fn catalog(raw: &RawCatalog, problems: &mut Problems) -> Option<Catalog> {
@@ -221,28 +198,6 @@ fn daemon_settings(raw: &RawDaemon, problems: &mut Problems) -> Daemon {
             &raw.orphan_age,
             Duration::from_hours(24),
         ),
-    }
-}
-
-pub(super) fn notification_settings(
-    at: &str,
-    raw: &RawNotifications,
-    problems: &mut Problems,
-) -> Notifications {
-    for (key, url) in [
-        ("webhook_url", &raw.webhook_url),
-        ("ping_url", &raw.ping_url),
-    ] {
-        if let Some(u) = url {
-            problems.check(
-                &format!("{at}.{key}"),
-                checks::http_url(u, UrlKind::WithPath),
-            );
-        }
-    }
-    Notifications {
-        webhook_url: raw.webhook_url.clone(),
-        ping_url: raw.ping_url.clone(),
     }
 }
 

@@ -360,7 +360,7 @@ fn db_error<'a>(
     move |e| MigrateError::Db {
         what,
         table: table.to_string(),
-        reason: crate::pg::describe_error(&e),
+        source: crate::pg::DbError(e),
     }
 }
 

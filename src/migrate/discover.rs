@@ -17,18 +17,20 @@ use super::{MigrateError, Migration};
 /// `Dir` when the directory cannot be listed; `FileName`, `Read`, `Duplicate`, `Gap` and
 /// `TransactionControl` naming the files at fault.
 pub fn discover(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
-    let dir_error = |reason: String| MigrateError::Dir {
+    let dir_error = |source: std::io::Error| MigrateError::Dir {
         dir: dir.to_path_buf(),
-        reason,
+        source,
     };
-    let meta = std::fs::metadata(dir).map_err(|e| dir_error(e.to_string()))?;
+    let meta = std::fs::metadata(dir).map_err(dir_error)?;
     if !meta.is_dir() {
-        return Err(dir_error("not a directory".into()));
+        return Err(MigrateError::NotADirectory {
+            dir: dir.to_path_buf(),
+        });
     }
-    let entries = std::fs::read_dir(dir).map_err(|e| dir_error(e.to_string()))?;
+    let entries = std::fs::read_dir(dir).map_err(dir_error)?;
     let mut migrations = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| dir_error(e.to_string()))?;
+        let entry = entry.map_err(dir_error)?;
         let path = entry.path();
         let Some(file) = entry.file_name().to_str().map(str::to_string) else {
             if path.extension().is_some_and(|e| e == "sql") {
@@ -42,13 +44,14 @@ pub fn discover(dir: &Path) -> Result<Vec<Migration>, MigrateError> {
         if file.starts_with('.') || parse_file_name(&file).is_none() || path.is_dir() {
             continue;
         }
-        let read_error = |reason: String| MigrateError::Read {
+        let bytes = std::fs::read(&path).map_err(|source| MigrateError::Read {
             path: path.clone(),
-            reason,
-        };
-        let bytes = std::fs::read(&path).map_err(|e| read_error(e.to_string()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| read_error(format!("not valid UTF-8 ({})", e.utf8_error())))?;
+            source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|source| MigrateError::NotText {
+            path: path.clone(),
+            source,
+        })?;
         migrations.push(Migration::new(&file, &text)?);
     }
     migrations.sort_by(|a, b| a.version.cmp(&b.version).then(a.file.cmp(&b.file)));

@@ -123,10 +123,26 @@ fn at(location: Option<&Location>) -> String {
 /// Migration errors; each names the file (or the table) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("migrations directory {}: {reason}", .dir.display())]
-    Dir { dir: PathBuf, reason: String },
-    #[error("cannot read migration {}: {reason}", .path.display())]
-    Read { path: PathBuf, reason: String },
+    #[error("cannot read the migrations directory {}", .dir.display())]
+    Dir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migrations directory {} is not a directory", .dir.display())]
+    NotADirectory { dir: PathBuf },
+    #[error("cannot read migration {}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migration {} is not valid UTF-8", .path.display())]
+    NotText {
+        path: PathBuf,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
     #[error("migration file {file}: {reason}")]
     FileName { file: String, reason: String },
     #[error("migrations {first} and {second} have the same version {version}")]
@@ -172,11 +188,12 @@ pub enum MigrateError {
         location: Option<Location>,
         message: String,
     },
-    #[error("{what} (migrations table {table}) failed: {reason}")]
+    #[error("{what} (migrations table {table}) failed")]
     Db {
         what: &'static str,
         table: String,
-        reason: String,
+        #[source]
+        source: crate::pg::DbError,
     },
 }
 
@@ -185,7 +202,10 @@ impl MigrateError {
     /// table name): exit code 2. Everything else, including inconsistent migration files, is
     /// a failed run: exit code 1.
     pub fn is_usage(&self) -> bool {
-        matches!(self, MigrateError::Dir { .. } | MigrateError::Table { .. })
+        matches!(
+            self,
+            MigrateError::Dir { .. } | MigrateError::NotADirectory { .. } | MigrateError::Table { .. }
+        )
     }
 }
 

@@ -164,6 +164,14 @@ fn more_decoded_bytes_than_recorded_are_refused() {
 #[test]
 fn an_empty_table_object_decodes_to_nothing() {
     let (s, exp) = stored(b"", Compression::Gzip(1));
-    let d = decode(&s[..], exp, &plain(Compression::Gzip(1)), 0, true, None::<Vec<u8>>).unwrap();
+    let d = decode(
+        &s[..],
+        exp,
+        &plain(Compression::Gzip(1)),
+        0,
+        true,
+        None::<Vec<u8>>,
+    )
+    .unwrap();
     assert_eq!((d.raw, d.lines), (0, 0));
 }

@@ -204,7 +204,9 @@ impl MigrateError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            MigrateError::Dir { .. } | MigrateError::NotADirectory { .. } | MigrateError::Table { .. }
+            MigrateError::Dir { .. }
+                | MigrateError::NotADirectory { .. }
+                | MigrateError::Table { .. }
         )
     }
 }

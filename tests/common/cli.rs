@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use super::config::Toml;
+
 /// A scratch directory with a config file, and a way to run pgkeep against it.
 pub struct Pgkeep {
     pub dir: tempfile::TempDir,
@@ -64,12 +66,13 @@ impl Pgkeep {
 
     /// A config with one dump job of `database` stored in this scratch dir's `backups/`.
     pub fn local_dump(database: &str) -> Pgkeep {
+        Pgkeep::configured(|store| Toml::local(store).job("main", "dump", database))
+    }
+
+    /// A scratch directory whose config `build` makes, given the store directory (`backups/`).
+    pub fn configured(build: impl FnOnce(&Path) -> Toml) -> Pgkeep {
         let p = Pgkeep::with_config("");
-        let store = p.dir.path().join("backups");
-        p.write_config(&format!(
-            "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"dump\"\ndatabase = \"{database}\"\ncompression = \"gzip:1\"\n",
-            store.display()
-        ));
+        p.write_config(&build(&p.store_dir()).render());
         p
     }
 

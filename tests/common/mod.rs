@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod config;
 pub mod faultproxy;
 pub mod pg;
 pub mod s3;
+pub mod tools;

@@ -193,10 +193,8 @@ async fn promtool_check(metrics: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        eprintln!(
-            "SKIPPED promtool check: promtool is not installed (scripts/test-deps.sh installs it)"
-        );
+    let Some(mut child) = crate::common::tools::required(child.ok(), "promtool is not installed")
+    else {
         return;
     };
     let mut stdin = child.stdin.take().unwrap();

@@ -1,13 +1,17 @@
 //! Dump jobs end to end through the real binary: backup, list, show, restore, on real servers.
 
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::{assert_same, cluster};
 use crate::common::s3::{self, S3Target};
 
 fn s3_config(database: &str, extra_job_keys: &str) -> String {
-    format!(
-        "[storage]\nurl = \"s3://placeholder\"\n\n[jobs.main]\nkind = \"dump\"\ndatabase = \"{database}\"\n{extra_job_keys}"
-    )
+    Toml::storage("s3://placeholder")
+        .table("jobs.main")
+        .set("kind", "dump")
+        .set("database", database)
+        .raw(extra_job_keys)
+        .render()
 }
 
 /// Backs up `db` to `target`, restores it into a new database with `restore_args`, and

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::{assert_same, cluster};
 use crate::common::s3;
 use crate::suite::damage::{populated_target, side_databases};
@@ -34,9 +35,12 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 fn job(kind: &str, database: &str, url: &str, recipient: &str, compression: &str) -> String {
-    format!(
-        "[storage]\nurl = \"{url}\"\n[storage.encryption]\nrecipients = [\"{recipient}\"]\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{database}\"\ncompression = \"{compression}\"\n"
-    )
+    Toml::storage(url)
+        .table("storage.encryption")
+        .set("recipients", &[recipient][..])
+        .job("main", kind, database)
+        .set("compression", compression)
+        .render()
 }
 
 fn store_files(root: &Path) -> Vec<PathBuf> {
@@ -177,12 +181,12 @@ async fn an_encrypted_torture_export_and_dump_round_trip_through_garage() {
     for kind in ["dump", "export"] {
         let db = c.torture_db(&format!("crypt_torture_{kind}")).await;
         let source = c.snapshot(&db).await;
-        let p = Pgkeep::with_config(&format!(
-            "[storage]\nurl = \"s3://placeholder\"\n[storage.encryption]\nrecipients_file = \"{}\"\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{}\"\n",
-            recipients.display(),
-            c.url(&db)
-        ))
-        .envs(&target.pgkeep_env());
+        let toml = Toml::storage("s3://placeholder")
+            .table("storage.encryption")
+            .set("recipients_file", recipients.display().to_string())
+            .job("main", kind, &c.url(&db))
+            .set("compression", "gzip");
+        let p = Pgkeep::with_config(&toml.render()).envs(&target.pgkeep_env());
         let id = p.backup_ok().await;
         let fresh = c.unique_name("crypt_torture_new");
         p.run(&[

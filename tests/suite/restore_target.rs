@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::damage::{exists, populated_target, run, side_databases};
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::{Cluster, assert_same, cluster, quote_ident};
 
 async fn dump_job(c: &Cluster, prefix: &str) -> (Pgkeep, String, String) {
@@ -147,12 +148,7 @@ async fn an_empty_target_is_replaced_and_create_makes_a_missing_one() {
 async fn usage_errors_change_nothing_and_exit_2() {
     let c = cluster();
     let db = c.pagila_db("swap_usage_src").await;
-    let p = Pgkeep::with_config("");
-    p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"export\"\ndatabase = \"{}\"\n",
-        p.store_dir().display(),
-        c.url(&db)
-    ));
+    let p = Pgkeep::configured(|store| Toml::local(store).job("main", "export", &c.url(&db)));
     let id = p.backup_ok().await;
     let (victim, before) = populated_target(c).await;
     let r = run(
@@ -247,12 +243,7 @@ async fn a_load_that_fails_leaves_the_target_as_it_was() {
     use std::io::{Read as _, Write as _};
     let c = cluster();
     let db = c.pagila_db("swap_loadfail_src").await;
-    let p = Pgkeep::with_config("");
-    p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"export\"\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n",
-        p.store_dir().display(),
-        c.url(&db)
-    ));
+    let p = Pgkeep::configured(|store| Toml::local(store).job("main", "export", &c.url(&db)));
     let id = p.backup_ok().await;
     // A table object that is intact as stored (sizes, sha256 and manifest all agree) but holds
     // a row its table refuses: the backup passes every check and fails in COPY.
@@ -404,12 +395,7 @@ async fn big_export(c: &Cluster, prefix: &str) -> (Pgkeep, String) {
          INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 600000) g;",
     )
     .await;
-    let p = Pgkeep::with_config("");
-    p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"export\"\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n",
-        p.store_dir().display(),
-        c.url(&db)
-    ));
+    let p = Pgkeep::configured(|store| Toml::local(store).job("main", "export", &c.url(&db)));
     let id = p.backup_ok().await;
     (p, id)
 }

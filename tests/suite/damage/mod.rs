@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::cli::{Pgkeep, Run};
+use crate::common::config::Toml;
 use crate::common::pg::{Cluster, DbSnapshot, assert_same, cluster};
 
 /// Longer than any restore of these small databases takes; reaching it means a hang.
@@ -29,13 +30,16 @@ impl Fixture {
     pub async fn new(kind: &'static str) -> Fixture {
         let c = cluster();
         let db = c.pagila_db(&format!("damage_{kind}")).await;
-        let p = Pgkeep::with_config("");
-        p.write_config(&format!(
-            "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{}\"\ncompression = \"gzip:1\"\nglobals = false\n{}",
-            p.store_dir().display(),
-            c.url(&db),
-            if kind == "export" { "parallel = 2\n" } else { "" }
-        ));
+        let p = Pgkeep::configured(|store| {
+            let toml = Toml::local(store)
+                .job("main", kind, &c.url(&db))
+                .set("globals", false);
+            if kind == "export" {
+                toml.set("parallel", 2)
+            } else {
+                toml
+            }
+        });
         let older = p.backup_ok().await;
         c.psql_sql(
             &db,

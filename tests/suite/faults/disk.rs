@@ -3,6 +3,7 @@
 
 use super::{big_db, listed, local_job};
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::cluster;
 use crate::suite::store_faults::local::SmallDisk;
 
@@ -16,11 +17,11 @@ async fn a_full_disk_fails_the_backup_naming_the_store() {
     for kind in ["dump", "export"] {
         let store = disk.path.join(kind);
         let p = Pgkeep::with_config("");
-        p.write_config(&format!(
-            "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{}\"\ncompression = \"none\"\nglobals = false\n",
-            store.display(),
-            c.url(&db)
-        ));
+        let toml = Toml::local(&store)
+            .job("main", kind, &c.url(&db))
+            .set("compression", "none")
+            .set("globals", false);
+        p.write_config(&toml.render());
         let run = p.run(&["backup"]).await.expect_code(1);
         let line = run.error_line();
         assert!(line.contains("No space left on device"), "{kind}: {line}");

@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::listed;
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::cluster;
 use crate::common::s3::{self, S3Target};
 use pgkeep::repository::Repository;
@@ -39,19 +40,22 @@ async fn database() -> String {
 }
 
 fn job(kind: &str, database: &str, target: Option<&S3Target>) -> Pgkeep {
-    let p = Pgkeep::with_config("");
-    let url = match target {
-        Some(_) => "s3://placeholder".to_string(),
-        None => format!("file://{}", p.store_dir().display()),
-    };
-    let parallel = if kind == "export" {
-        "parallel = 2\n"
-    } else {
-        ""
-    };
-    p.write_config(&format!(
-        "[storage]\nurl = \"{url}\"\n[storage.s3]\npart_size_mib = 5\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{database}\"\ncompression = \"gzip:1\"\n{parallel}[jobs.main.retention]\nkeep_last = 2\n",
-    ));
+    let p = Pgkeep::configured(|store| {
+        let toml = match target {
+            Some(_) => Toml::storage("s3://placeholder"),
+            None => Toml::local(store),
+        };
+        let toml = toml
+            .table("storage.s3")
+            .set("part_size_mib", 5)
+            .job("main", kind, database);
+        let toml = if kind == "export" {
+            toml.set("parallel", 2)
+        } else {
+            toml
+        };
+        toml.table("jobs.main.retention").set("keep_last", 2)
+    });
     match target {
         Some(t) => p.envs(&t.pgkeep_env()).env("PGKEEP_LOG", "pgkeep=debug"),
         None => p.env("PGKEEP_LOG", "pgkeep=debug"),

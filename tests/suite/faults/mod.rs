@@ -10,6 +10,7 @@ mod s3;
 use std::time::Duration;
 
 use crate::common::cli::Pgkeep;
+use crate::common::config::Toml;
 use crate::common::pg::Cluster;
 
 /// A database with one table big enough that COPY of it takes a while, and a few small ones.
@@ -29,12 +30,11 @@ pub async fn big_db(c: &Cluster, prefix: &str) -> String {
 
 /// A job of `kind` backing up `database` into the scratch directory's store.
 pub fn local_job(kind: &str, database: &str) -> Pgkeep {
-    let p = Pgkeep::with_config("");
-    p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"{kind}\"\ndatabase = \"{database}\"\ncompression = \"gzip:1\"\nglobals = false\n",
-        p.store_dir().display()
-    ));
-    p
+    Pgkeep::configured(|store| {
+        Toml::local(store)
+            .job("main", kind, database)
+            .set("globals", false)
+    })
 }
 
 /// Waits until a backend of `db` runs a statement starting with `query_prefix` and returns its

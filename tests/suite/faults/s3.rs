@@ -10,6 +10,7 @@ use pgkeep::store::ObjectStore as _;
 
 use super::listed;
 use crate::common::cli::{Pgkeep, Run};
+use crate::common::config::Toml;
 use crate::common::faultproxy::{Fault, FaultProxy, Rule};
 use crate::common::pg::{assert_same, cluster};
 use crate::common::s3::{self, S3Target};
@@ -40,13 +41,17 @@ async fn rig(kind: &str, label: &str) -> Option<Rig> {
            FROM generate_series(1, 120000) g;",
     )
     .await;
-    let p = Pgkeep::with_config(&format!(
-        "[storage]\nurl = \"s3://placeholder\"\n[storage.s3]\npart_size_mib = 5\nmax_attempts = 3\n\
-         connect_timeout = \"2s\"\nrequest_timeout = \"2s\"\npart_timeout = \"3s\"\nread_timeout = \"2s\"\n\n\
-         [jobs.main]\nkind = \"{kind}\"\ndatabase = \"{}\"\ncompression = \"none\"\n",
-        c.url(&db)
-    ))
-    .envs(&target.via(&proxy.endpoint()).pgkeep_env());
+    let toml = Toml::storage("s3://placeholder")
+        .table("storage.s3")
+        .set("part_size_mib", 5)
+        .set("max_attempts", 3)
+        .set("connect_timeout", "2s")
+        .set("request_timeout", "2s")
+        .set("part_timeout", "3s")
+        .set("read_timeout", "2s")
+        .job("main", kind, &c.url(&db))
+        .set("compression", "none");
+    let p = Pgkeep::with_config(&toml.render()).envs(&target.via(&proxy.endpoint()).pgkeep_env());
     Some(Rig {
         target,
         proxy,

@@ -26,10 +26,10 @@ impl SmallDisk {
 
     /// One of `size` (`mount -o size=`).
     pub fn mount_sized(size: &str) -> Option<SmallDisk> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping the full-disk test: mounting a tmpfs needs root");
-            return None;
-        }
+        crate::common::tools::required(
+            nix::unistd::geteuid().is_root().then_some(()),
+            "mounting a tmpfs (a full disk) needs root",
+        )?;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("disk");
         std::fs::create_dir(&path).unwrap();

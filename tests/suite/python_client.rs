@@ -41,14 +41,17 @@ async fn run_python(
 
 async fn require_modules() {
     let out = run_python(
-        &["-c", "import psycopg2, pytest; print(psycopg2.__version__)"],
+        &[
+            "-c",
+            "import psycopg2, pytest, mypy; print(psycopg2.__version__)",
+        ],
         &[],
         Duration::from_mins(1),
     )
     .await;
     assert!(
         out.status.success(),
-        "{} lacks psycopg2 or pytest (scripts/test-deps.sh installs clients/python/requirements-test.txt):\n{}",
+        "{} lacks psycopg2, pytest or mypy (scripts/test-deps.sh installs clients/python/requirements-test.txt):\n{}",
         python(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -75,6 +78,29 @@ async fn python_client_status_query_is_pgkeeps() {
     assert_eq!(
         squash(&String::from_utf8_lossy(&out.stdout)),
         squash(pgkeep::catalog::LATEST_COMMITTED_SQL)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_passes_a_strict_type_check() {
+    require_modules().await;
+    let out = run_python(
+        &[
+            "-m",
+            "mypy",
+            "--strict",
+            "--cache-dir=/dev/null",
+            "pgkeep_catalog",
+        ],
+        &[],
+        Duration::from_mins(3),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("Success: no issues found"),
+        "mypy --strict:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

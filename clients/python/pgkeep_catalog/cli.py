@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
 
+from psycopg2.extensions import connection as Connection
+
 from . import __version__
 from .connection import connect
 from .durations import format_age, parse_duration
@@ -128,7 +130,7 @@ def _print_json(value: Any, out: TextIO) -> None:
     out.write("\n")
 
 
-def run_status(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[str]:
+def run_status(args: argparse.Namespace, conn: Connection, out: TextIO) -> Optional[str]:
     """Prints the status; returns the failed check's message, if any."""
     status: Status = read_status(conn, args.job)
     max_age: Optional[timedelta] = args.max_age
@@ -164,7 +166,7 @@ def run_status(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[str
     return f"{len(stale)} of {len(status.jobs)} jobs have no backup newer than {format_age(max_age)}: {described}"
 
 
-def run_history(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[str]:
+def run_history(args: argparse.Namespace, conn: Connection, out: TextIO) -> Optional[str]:
     runs = read_history(conn, args.job, args.limit, args.with_manifest)
     if args.json:
         _print_json([r.to_json() for r in runs], out)
@@ -182,7 +184,7 @@ def run_history(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[st
     return None
 
 
-def run_drill(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[str]:
+def run_drill(args: argparse.Namespace, conn: Connection, out: TextIO) -> Optional[str]:
     drill: Drill = read_drill(conn, args.job)
     max_age: Optional[timedelta] = args.max_age
     if args.json:
@@ -216,7 +218,7 @@ def run_drill(args: argparse.Namespace, conn: Any, out: TextIO) -> Optional[str]
     return None
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Any, TextIO], Optional[str]]] = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Connection, TextIO], Optional[str]]] = {
     "status": run_status,
     "history": run_history,
     "drill": run_drill,

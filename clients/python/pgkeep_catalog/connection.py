@@ -17,10 +17,11 @@ import getpass
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2.extensions import connection as Connection
 
 from .errors import ConnectError, UsageError
 
@@ -151,7 +152,7 @@ def connect(
     allow_password_in_conninfo: bool = True,
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
     statement_timeout: timedelta = DEFAULT_STATEMENT_TIMEOUT,
-) -> Any:
+) -> Connection:
     """Opens a read-only, repeatable-read psycopg2 connection to the catalog database.
 
     Raises UsageError for bad settings (see `connection_parameters`) and ConnectError, with
@@ -166,7 +167,8 @@ def connect(
     )
     target = describe(params)
     try:
-        conn = psycopg2.connect(conninfo, **extra)
+        # make_dsn merges in memory: nothing reaches a command line or the environment.
+        conn = psycopg2.connect(psycopg2.extensions.make_dsn(conninfo, **extra))
     except psycopg2.Error as e:
         reason = _one_line(e)
         raise ConnectError(

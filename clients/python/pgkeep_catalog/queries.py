@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 
 import psycopg2
 import psycopg2.errors
+from psycopg2.extensions import connection as Connection
 
 from .errors import QueryError
 from .model import Backup, Drill, Failure, JobStatus, Restore, Run, Status, Verification
@@ -71,12 +72,13 @@ def _message(e: psycopg2.Error) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(e).__name__
 
 
-def _fetch(conn: Any, sql: str, params: dict[str, Any], what: str) -> list[tuple[Any, ...]]:
+def _fetch(conn: Connection, sql: str, params: dict[str, Any], what: str) -> list[tuple[Any, ...]]:
     """Runs one query; every database error becomes a one-line QueryError saying what failed."""
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)
-            return cur.fetchall()
+            rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
     except psycopg2.errors.InsufficientPrivilege as e:
         raise QueryError(f"{what}: {_message(e)}: {_GRANTS_HINT}") from None
     except (psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName) as e:
@@ -90,7 +92,7 @@ def _fetch(conn: Any, sql: str, params: dict[str, Any], what: str) -> list[tuple
         raise QueryError(f"{what}: {_message(e)}") from None
 
 
-def _end(conn: Any) -> None:
+def _end(conn: Connection) -> None:
     """Ends the read-only transaction; a connection already lost has nothing to end."""
     try:
         conn.rollback()
@@ -98,7 +100,7 @@ def _end(conn: Any) -> None:
         pass
 
 
-def read_status(conn: Any, jobs: Optional[Sequence[str]] = None) -> Status:
+def read_status(conn: Connection, jobs: Optional[Sequence[str]] = None) -> Status:
     """Every job's newest committed backup, its age, and its newest failure, by job name.
 
     The jobs are those the catalog has runs of; `jobs` restricts the answer to those names and
@@ -126,7 +128,7 @@ def read_status(conn: Any, jobs: Optional[Sequence[str]] = None) -> Status:
     return Status(checked_at=checked_at, jobs=out)
 
 
-def read_history(conn: Any, job: str, limit: int = 20, with_manifest: bool = False) -> list[Run]:
+def read_history(conn: Connection, job: str, limit: int = 20, with_manifest: bool = False) -> list[Run]:
     """The newest `limit` runs of `job`, newest first, every status included."""
     params = {"job": job, "limit": limit, "with_manifest": with_manifest}
     try:
@@ -136,7 +138,7 @@ def read_history(conn: Any, job: str, limit: int = 20, with_manifest: bool = Fal
     return [Run(*row) for row in rows]
 
 
-def read_drill(conn: Any, job: Optional[str] = None) -> Drill:
+def read_drill(conn: Connection, job: Optional[str] = None) -> Drill:
     """The newest verification and the newest restore recorded, of `job`'s backups or of any."""
     params = {"job": job}
     try:

@@ -283,7 +283,9 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
     );
 
     // pgkeep backs up through verify-full as the backup role, its password from a file.
-    let p = Pgkeep::with_config("");
+    // PGPASSWORD is the application role's, for the restore below; the job's password_file
+    // comes first for the backup.
+    let p = Pgkeep::with_config("").env("PGPASSWORD", "app pw");
     let store = p.dir.path().join("backups");
     p.write_config(&format!(
         "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"dump\"\ndatabase = \"{}\"\n\
@@ -351,6 +353,34 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
         .await;
     assert_eq!(rows.trim(), SEED_ROWS.to_string());
     c.drop_db(&restored).await;
+
+    // And into the container itself, as the application role (CREATEDB, as INSTALL.md's
+    // Compose restore does it), over verify-full.
+    let restore = p
+        .run(&[
+            "restore",
+            "latest",
+            "--target",
+            &tls_url("app", "127.0.0.1").replace("/app?", "/app_restored?"),
+            "--create",
+            "--no-owner",
+        ])
+        .await
+        .expect_code(0);
+    let restored_rows = host_psql(
+        &tls_url("app", "127.0.0.1").replace("/app?", "/app_restored?"),
+        Some("app pw"),
+        "SELECT pg_get_userbyid(d.datdba), count(*) FROM items, pg_database d \
+         WHERE d.datname = current_database() GROUP BY 1",
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&restored_rows.stdout).trim(),
+        format!("app|{SEED_ROWS}"),
+        "{}\n{}",
+        text(&restored_rows),
+        restore.stderr
+    );
 
     let logs = podman.run(&["logs", &name], Duration::from_secs(30)).await;
     assert!(

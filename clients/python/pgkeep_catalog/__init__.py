@@ -1,11 +1,11 @@
 """A read-only psycopg2 client of pgkeep's catalog (docs/CATALOG.md, docs/DATABASE.md).
 
-    import pgkeep_catalog as pc
+import pgkeep_catalog as pc
 
-    conn = pc.connect("postgres://reader@db:5432/pgkeep?sslrootcert=/etc/pgkeep/ca.pem",
-                      password_file=Path("/run/secrets/catalog-reader"))
-    for job in pc.read_status(conn).jobs:
-        print(job.job, job.last_backup and job.last_backup.backup_id, job.age)
+conn = pc.connect("postgres://reader@db:5432/pgkeep?sslrootcert=/etc/pgkeep/ca.pem",
+                  password_file=Path("/run/secrets/catalog-reader"))
+for job in pc.read_status(conn).jobs:
+    print(job.job, job.last_backup and job.last_backup.backup_id, job.age)
 """
 
 __version__ = "0.1.0"

@@ -89,11 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="each job's last successful backup and its age")
     status.add_argument(
-        "--job", action="append", metavar="JOB", help="only this job (repeatable); a job with "
-        "no backup in the catalog is then reported, and is stale"
+        "--job",
+        action="append",
+        metavar="JOB",
+        help="only this job (repeatable); a job with "
+        "no backup in the catalog is then reported, and is stale",
     )
     status.add_argument(
-        "--max-age", type=_duration, metavar="DURATION",
+        "--max-age",
+        type=_duration,
+        metavar="DURATION",
         help="exit 1 when a job's last successful backup finished longer ago (e.g. 26h)",
     )
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -109,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill = commands.add_parser("drill", help="the last drill result: verification and restore")
     drill.add_argument("--job", metavar="JOB", help="only drills of this job's backups")
     drill.add_argument(
-        "--max-age", type=_duration, metavar="DURATION",
+        "--max-age",
+        type=_duration,
+        metavar="DURATION",
         help="exit 1 unless a successful drill finished within this long (e.g. 8d)",
     )
     drill.add_argument("--json", action="store_true", help="print JSON")
@@ -148,7 +155,9 @@ def run_status(args: argparse.Namespace, conn: Connection, out: TextIO) -> Optio
                 f"finished {iso(b.finished_at)}, {format_age(job.age or timedelta(0))} ago"
             )
         if job.failing and job.last_failure is not None:
-            line += f"; last run failed at {iso(job.last_failure.started_at)}: {job.last_failure.error}"
+            line += (
+                f"; last run failed at {iso(job.last_failure.started_at)}: {job.last_failure.error}"
+            )
         if max_age is not None and job.is_stale(max_age):
             line += f" [STALE: older than {format_age(max_age)}]"
         print(line, file=out)
@@ -225,7 +234,9 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Connection, TextIO], Optional
 }
 
 
-def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(
+    argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+) -> int:
     """Runs one command; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)

@@ -8,12 +8,16 @@ from datetime import timedelta
 from .errors import UsageError
 
 _UNITS = {
-    "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
-    "w": 604800, "week": 604800, "weeks": 604800,
-}  # fmt: skip
+    name: seconds
+    for seconds, names in (
+        (1, ("s", "sec", "secs", "second", "seconds")),
+        (60, ("m", "min", "mins", "minute", "minutes")),
+        (3600, ("h", "hr", "hrs", "hour", "hours")),
+        (86400, ("d", "day", "days")),
+        (604800, ("w", "week", "weeks")),
+    )
+    for name in names
+}
 
 _PART = re.compile(r"\s*(\d+)\s*([a-z]+)\s*")
 
@@ -25,13 +29,13 @@ def parse_duration(text: str) -> timedelta:
     """
     value = text.strip().lower()
     if not value:
-        raise UsageError("a duration is empty; write e.g. \"26h\", \"30m\", \"1d 12h\"")
+        raise UsageError('a duration is empty; write e.g. "26h", "30m", "1d 12h"')
     seconds = 0
     pos = 0
     while pos < len(value):
         part = _PART.match(value, pos)
         if part is None:
-            raise UsageError(f"'{text}' is not a duration; write e.g. \"26h\", \"30m\", \"1d 12h\"")
+            raise UsageError(f'\'{text}\' is not a duration; write e.g. "26h", "30m", "1d 12h"')
         number, unit = part.groups()
         if unit not in _UNITS:
             raise UsageError(f"'{text}' is not a duration (unknown unit '{unit}')")

@@ -71,7 +71,9 @@ class JobStatus:
         """Whether the newest run recorded is a failure."""
         if self.last_failure is None:
             return False
-        return self.last_backup is None or self.last_failure.started_at > self.last_backup.started_at
+        return (
+            self.last_backup is None or self.last_failure.started_at > self.last_backup.started_at
+        )
 
     def is_stale(self, max_age: timedelta) -> bool:
         """No committed backup, or one that finished longer than `max_age` ago."""
@@ -225,7 +227,8 @@ class Drill:
     def failed(self) -> bool:
         """Whether the newest verification or the newest restore failed."""
         return bool(
-            (self.verification and self.verification.failed) or (self.restore and self.restore.failed)
+            (self.verification and self.verification.failed)
+            or (self.restore and self.restore.failed)
         )
 
     @property

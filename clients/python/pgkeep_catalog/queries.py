@@ -107,7 +107,7 @@ def read_status(conn: Connection, jobs: Optional[Sequence[str]] = None) -> Statu
     includes each of them even when the catalog has never heard of it (no backup: stale).
     """
     try:
-        (checked_at,), = _fetch(conn, NOW_SQL, {}, "reading the server's time")
+        ((checked_at,),) = _fetch(conn, NOW_SQL, {}, "reading the server's time")
         latest = {
             row[0]: Backup(*row)
             for row in _fetch(conn, LATEST_COMMITTED_SQL, {}, "reading the latest backups")
@@ -124,11 +124,15 @@ def read_status(conn: Connection, jobs: Optional[Sequence[str]] = None) -> Statu
         backup = latest.get(name)
         # A backup that finished after the transaction started is 0 s old, not negative.
         age = None if backup is None else max(checked_at - backup.finished_at, timedelta(0))
-        out.append(JobStatus(job=name, last_backup=backup, last_failure=failures.get(name), age=age))
+        out.append(
+            JobStatus(job=name, last_backup=backup, last_failure=failures.get(name), age=age)
+        )
     return Status(checked_at=checked_at, jobs=out)
 
 
-def read_history(conn: Connection, job: str, limit: int = 20, with_manifest: bool = False) -> list[Run]:
+def read_history(
+    conn: Connection, job: str, limit: int = 20, with_manifest: bool = False
+) -> list[Run]:
     """The newest `limit` runs of `job`, newest first, every status included."""
     params = {"job": job, "limit": limit, "with_manifest": with_manifest}
     try:
@@ -142,7 +146,7 @@ def read_drill(conn: Connection, job: Optional[str] = None) -> Drill:
     """The newest verification and the newest restore recorded, of `job`'s backups or of any."""
     params = {"job": job}
     try:
-        (checked_at,), = _fetch(conn, NOW_SQL, {}, "reading the server's time")
+        ((checked_at,),) = _fetch(conn, NOW_SQL, {}, "reading the server's time")
         verifications = _fetch(conn, LAST_VERIFICATION_SQL, params, "reading the last verification")
         restores = _fetch(conn, LAST_RESTORE_SQL, params, "reading the last restore")
     finally:
@@ -150,6 +154,8 @@ def read_drill(conn: Connection, job: Optional[str] = None) -> Drill:
     verification = None
     if verifications:
         job_, backup_id, status, started, finished, damaged, error = verifications[0]
-        verification = Verification(job_, backup_id, status, started, finished, list(damaged), error)
+        verification = Verification(
+            job_, backup_id, status, started, finished, list(damaged), error
+        )
     restore = Restore(*restores[0]) if restores else None
     return Drill(checked_at=checked_at, verification=verification, restore=restore)

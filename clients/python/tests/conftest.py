@@ -118,9 +118,7 @@ class Run:
 def clean_env(home: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     """The environment without PG*, AWS* and PGKEEP_* variables, HOME in a scratch dir."""
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PG", "AWS")) and k != "PYTHONPATH"
+        k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS")) and k != "PYTHONPATH"
     }
     env["HOME"] = str(home)
     env.update(extra or {})
@@ -227,7 +225,9 @@ def populated(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Pop
         f'[jobs.broken]\nkind = "dump"\n'
         f'database = "{cluster.admin_url(cluster.name("no_such_db"))}"\n'
     )
-    migrate = run_pgkeep(cluster, config, "migrate", "--database", cluster.admin_url(catalog), home=home)
+    migrate = run_pgkeep(
+        cluster, config, "migrate", "--database", cluster.admin_url(catalog), home=home
+    )
     assert migrate.code == 0 and "applied 0001_catalog.sql" in migrate.stdout, migrate
 
     def backup(job: str) -> str:

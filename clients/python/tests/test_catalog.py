@@ -7,8 +7,9 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-import pgkeep_catalog as pc
 from conftest import Populated, run_client
+
+import pgkeep_catalog as pc
 
 
 def reader(p: Populated, *args: str, db: str | None = None, **kw: object) -> list[str]:
@@ -35,9 +36,9 @@ def test_status_json_agrees_with_pgkeep_list(populated: Populated) -> None:
         assert last["kind"] == newest["kind"]
         assert last["stored_bytes"] == newest["bytes"]
         # Microseconds survive: the catalog's timestamptz equals the manifest's time.
-        assert datetime.fromisoformat(last["finished_at"].replace("Z", "+00:00")) == datetime.fromisoformat(
-            newest["finished_at"].replace("Z", "+00:00")
-        )
+        assert datetime.fromisoformat(
+            last["finished_at"].replace("Z", "+00:00")
+        ) == datetime.fromisoformat(newest["finished_at"].replace("Z", "+00:00"))
         assert 0 <= jobs[job]["age_seconds"] < 600
         assert jobs[job]["last_failure"] is None and jobs[job]["failing"] is False
     assert jobs["main"]["last_backup"]["backup_id"] == p.main_ids[1]
@@ -63,19 +64,37 @@ def test_status_text_names_each_job_and_its_age(populated: Populated) -> None:
 
 def test_max_age_is_a_monitoring_check(populated: Populated) -> None:
     p = populated
-    fresh = run_client(*reader(p, "status", "--job", "main", "--job", "tables", "--max-age", "1h"), home=p.home)
+    fresh = run_client(
+        *reader(p, "status", "--job", "main", "--job", "tables", "--max-age", "1h"), home=p.home
+    )
     assert fresh.code == 0, fresh
     assert "STALE" not in fresh.stdout and fresh.stderr == ""
 
     # `broken` never succeeded, and a job the catalog has never heard of has no backup either.
-    stale = run_client(*reader(p, "status", "--max-age", "1h", "--job", "main", "--job", "broken",
-                                "--job", "nightly-typo", "--json"), home=p.home)  # fmt: skip
+    stale = run_client(
+        *reader(
+            p,
+            "status",
+            "--max-age",
+            "1h",
+            "--job",
+            "main",
+            "--job",
+            "broken",
+            "--job",
+            "nightly-typo",
+            "--json",
+        ),
+        home=p.home,
+    )
     assert stale.code == 1, stale
     doc = json.loads(stale.stdout)
     assert doc["ok"] is False and doc["max_age_seconds"] == 3600
     assert {j["job"]: j["stale"] for j in doc["jobs"]} == {
-        "broken": True, "main": False, "nightly-typo": True,
-    }  # fmt: skip
+        "broken": True,
+        "main": False,
+        "nightly-typo": True,
+    }
     assert stale.error_lines() == [
         "error: 2 of 3 jobs have no backup newer than 1h: broken (no backup), nightly-typo (no backup)"
     ]
@@ -87,7 +106,9 @@ def test_max_age_is_a_monitoring_check(populated: Populated) -> None:
     old = run_client(*reader(p, "status", "--job", "main", "--max-age", "2s"), home=p.home)
     assert old.code == 1, old
     assert "[STALE: older than 2s]" in old.stdout
-    assert old.error_lines()[0].startswith("error: 1 of 1 jobs have no backup newer than 2s: main (")
+    assert old.error_lines()[0].startswith(
+        "error: 1 of 1 jobs have no backup newer than 2s: main ("
+    )
 
 
 def test_history_lists_every_run_newest_first(populated: Populated) -> None:
@@ -136,7 +157,9 @@ def test_drill_results_are_read_and_judged(populated: Populated, scratch_catalog
     p, c = populated, populated.cluster
     run = run_client(*reader(p, "drill", db=scratch_catalog), home=p.home)
     assert (run.code, run.stdout, run.stderr) == (0, "no drill recorded\n", "")
-    run = run_client(*reader(p, "drill", "--max-age", "7d", "--json", db=scratch_catalog), home=p.home)
+    run = run_client(
+        *reader(p, "drill", "--max-age", "7d", "--json", db=scratch_catalog), home=p.home
+    )
     assert run.code == 1, run
     doc = json.loads(run.stdout)
     assert doc["recorded"] is False and doc["stale"] is True
@@ -173,7 +196,9 @@ def test_drill_results_are_read_and_judged(populated: Populated, scratch_catalog
     assert doc["restore"]["error"] == "pg_restore failed (exit code 1)"
     assert run.error_lines() == ["error: the last drill failed"]
     text = run_client(*reader(p, "drill", db=scratch_catalog), home=p.home)
-    assert text.stdout.splitlines()[0].startswith(f"last verification: damaged, backup main/{p.main_ids[1]}")
+    assert text.stdout.splitlines()[0].startswith(
+        f"last verification: damaged, backup main/{p.main_ids[1]}"
+    )
     assert "; damaged: " + ", ".join(damaged) in text.stdout
 
     # Newer good results make it pass, within the age limit; another job has none.
@@ -195,7 +220,10 @@ def test_drill_results_are_read_and_judged(populated: Populated, scratch_catalog
         f"last restore: succeeded, backup main/{p.main_ids[1]} into pgkeep@127.0.0.1:5432/drill_main, started "
         + run.stdout.split("started ", 2)[2].splitlines()[0],
     ]
-    assert run_client(*reader(p, "drill", "--max-age", "2m", db=scratch_catalog), home=p.home).code == 1
+    assert (
+        run_client(*reader(p, "drill", "--max-age", "2m", db=scratch_catalog), home=p.home).code
+        == 1
+    )
     other = run_client(*reader(p, "drill", "--job", "tables", db=scratch_catalog), home=p.home)
     assert (other.code, other.stdout) == (0, "no drill recorded\n")
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import psycopg2
+from conftest import Populated
 
 from pgkeep_catalog import queries
-from conftest import Populated
 
 
 def indexes(plan: Any) -> list[str]:
@@ -30,7 +29,7 @@ def node_types(plan: Any) -> list[str]:
     found: list[str] = []
     if isinstance(plan, dict):
         if "Node Type" in plan:
-            found.append(f'{plan["Node Type"]} on {plan.get("Relation Name", "-")}')
+            found.append(f"{plan['Node Type']} on {plan.get('Relation Name', '-')}")
         for v in plan.values():
             found.extend(node_types(v))
     elif isinstance(plan, list):
@@ -67,17 +66,22 @@ def test_queries_use_their_indexes(populated: Populated, scratch_catalog: str) -
             cases = {
                 "latest committed": (queries.LATEST_COMMITTED_SQL, {}, "backup_run_committed_idx"),
                 "latest failures": (queries.LAST_FAILURES_SQL, {}, "backup_run_failed_idx"),
-                "history": (queries.HISTORY_SQL, {"job": "job7", "limit": 20, "with_manifest": False},
-                            "backup_run_job_backup_id_key"),
-            }  # fmt: skip
+                "history": (
+                    queries.HISTORY_SQL,
+                    {"job": "job7", "limit": 20, "with_manifest": False},
+                    "backup_run_job_backup_id_key",
+                ),
+            }
             for what, (sql, params, index) in cases.items():
                 cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
                 plan = cur.fetchone()[0]
                 assert index in indexes(plan), (what, node_types(plan), json.dumps(plan, indent=1))
                 assert "Seq Scan on backup_run" not in node_types(plan), (what, node_types(plan))
             # The history's object count walks backup_object's primary key, not the table.
-            cur.execute("EXPLAIN (FORMAT JSON) " + queries.HISTORY_SQL,
-                        {"job": "job7", "limit": 20, "with_manifest": False})  # fmt: skip
+            cur.execute(
+                "EXPLAIN (FORMAT JSON) " + queries.HISTORY_SQL,
+                {"job": "job7", "limit": 20, "with_manifest": False},
+            )
             plan = cur.fetchone()[0]
             assert "backup_object_pkey" in indexes(plan), node_types(plan)
     finally:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-
 from conftest import Populated, run_client
 
 
@@ -26,10 +25,13 @@ def only_error(run) -> str:
 def test_verify_full_with_the_right_ca_and_password_sources(populated: Populated) -> None:
     p = populated
     url = p.reader_url(sslmode="verify-full")
-    from_file = run_client("--database", url, "--password-file", str(p.password_file), "status", "--json",
-                           home=p.home)  # fmt: skip
+    from_file = run_client(
+        "--database", url, "--password-file", str(p.password_file), "status", "--json", home=p.home
+    )
     assert from_file.code == 0, from_file
-    from_env = run_client("--database", url, "status", "--json", home=p.home, env={"PGPASSWORD": p.password})
+    from_env = run_client(
+        "--database", url, "status", "--json", home=p.home, env={"PGPASSWORD": p.password}
+    )
     assert from_env.code == 0, from_env
 
     def backups(run) -> list:
@@ -42,7 +44,9 @@ def test_verify_full_with_the_right_ca_and_password_sources(populated: Populated
     passfile = p.home / "pgpass"
     passfile.write_text(f"{p.cluster.host}:{p.cluster.port}:{p.catalog}:{p.reader}:{escaped}\n")
     passfile.chmod(0o600)
-    from_passfile = run_client("--database", url, "status", home=p.home, env={"PGPASSFILE": str(passfile)})
+    from_passfile = run_client(
+        "--database", url, "status", home=p.home, env={"PGPASSFILE": str(passfile)}
+    )
     assert from_passfile.code == 0, from_passfile
     # And the whole string, password included, from the environment instead of argv.
     full = p.reader_url().replace(f"{p.reader}@", f"{p.reader}:{_pct(p.password)}@")
@@ -76,13 +80,34 @@ def test_a_wrong_ca_is_one_clear_error(populated: Populated, tmp_path: Path) -> 
     p = populated
     other_ca = tmp_path / "other-ca.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(tmp_path / "k"),
-         "-out", str(other_ca)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    run = run_client(*["--database", p.reader_url(sslrootcert=str(other_ca))],
-                     "--password-file", str(p.password_file), "status", home=p.home)  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-out",
+            str(other_ca),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    run = run_client(
+        *["--database", p.reader_url(sslrootcert=str(other_ca))],
+        "--password-file",
+        str(p.password_file),
+        "status",
+        home=p.home,
+    )
     assert run.code == 1, run
     line = only_error(run)
     assert line.startswith(f"error: cannot connect to the catalog database {p.reader}@127.0.0.1:")
@@ -96,7 +121,9 @@ def test_verify_full_is_the_default_so_a_missing_ca_fails_closed(populated: Popu
     p = populated
     # No sslmode, no sslrootcert: libpq looks for ~/.postgresql/root.crt, which is absent.
     url = p.cluster.url(p.reader, p.catalog)
-    run = run_client("--database", url, "--password-file", str(p.password_file), "status", home=p.home)
+    run = run_client(
+        "--database", url, "--password-file", str(p.password_file), "status", home=p.home
+    )
     assert run.code == 1, run
     line = only_error(run)
     assert "root certificate file" in line and "does not exist" in line, line
@@ -105,7 +132,9 @@ def test_verify_full_is_the_default_so_a_missing_ca_fails_closed(populated: Popu
 def test_a_connection_without_tls_is_refused(populated: Populated) -> None:
     p = populated
     url = p.cluster.url(p.reader, p.catalog, sslmode="disable")
-    run = run_client("--database", url, "--password-file", str(p.password_file), "status", home=p.home)
+    run = run_client(
+        "--database", url, "--password-file", str(p.password_file), "status", home=p.home
+    )
     assert run.code == 1, run
     line = only_error(run)
     # The harness's pg_hba.conf has `hostnossl ... reject` for the role.
@@ -125,7 +154,9 @@ def test_passwords_never_come_from_argv(populated: Populated) -> None:
     assert "no password supplied" in only_error(missing)
     wrong = p.home / "wrong-pw"
     wrong.write_text("not it\n")
-    bad = run_client("--database", p.reader_url(), "--password-file", str(wrong), "status", home=p.home)
+    bad = run_client(
+        "--database", p.reader_url(), "--password-file", str(wrong), "status", home=p.home
+    )
     assert bad.code == 1, bad
     assert "password authentication failed" in only_error(bad)
     assert "not it" not in bad.stderr
@@ -134,8 +165,13 @@ def test_passwords_never_come_from_argv(populated: Populated) -> None:
 def test_the_documented_reader_role_reads_but_never_writes(populated: Populated) -> None:
     p = populated
     for command in (["status"], ["history", "main"], ["drill"]):
-        run = run_client(*["--database", p.reader_url()], "--password-file", str(p.password_file),
-                         *command, home=p.home)  # fmt: skip
+        run = run_client(
+            *["--database", p.reader_url()],
+            "--password-file",
+            str(p.password_file),
+            *command,
+            home=p.home,
+        )
         assert run.code == 0, (command, run)
     conn = psycopg2.connect(p.reader_url(), password=p.password, sslmode="verify-full")
     try:
@@ -153,8 +189,10 @@ def test_the_documented_reader_role_reads_but_never_writes(populated: Populated)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM pgkeep.backup_run WHERE status = 'committed'")
             assert cur.fetchone() == (3,)
-            cur.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles "
-                        "WHERE rolname = current_user")  # fmt: skip
+            cur.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles "
+                "WHERE rolname = current_user"
+            )
             assert cur.fetchone() == (False, False, False, False)
     finally:
         conn.close()
@@ -171,7 +209,9 @@ def test_a_role_without_the_grants_gets_a_hint(populated: Populated) -> None:
     run = run_client("--database", url, "--password-file", str(pw), "status", home=p.home)
     assert run.code == 1, run
     line = only_error(run)
-    assert line.startswith("error: reading the latest backups: permission denied for schema pgkeep: ")
+    assert line.startswith(
+        "error: reading the latest backups: permission denied for schema pgkeep: "
+    )
     assert "USAGE on schema pgkeep and SELECT on its tables" in line
 
 
@@ -179,15 +219,23 @@ def test_a_database_without_a_catalog(populated: Populated) -> None:
     p, c = populated, populated.cluster
     empty = c.create_db("nocatalog")
     c.sql("postgres", f'GRANT CONNECT ON DATABASE "{empty}" TO "{p.reader}"')
-    run = run_client(*["--database", p.reader_url(empty)], "--password-file", str(p.password_file),
-                     "history", "main", home=p.home)  # fmt: skip
+    run = run_client(
+        *["--database", p.reader_url(empty)],
+        "--password-file",
+        str(p.password_file),
+        "history",
+        "main",
+        home=p.home,
+    )
     assert run.code == 1, run
     line = only_error(run)
     assert 'relation "pgkeep.backup_run" does not exist' in line or "schema" in line, line
     assert "holds no pgkeep catalog" in line and "pgkeep migrate" in line
 
 
-def test_a_lock_wait_ends_at_the_statement_timeout(populated: Populated, scratch_catalog: str) -> None:
+def test_a_lock_wait_ends_at_the_statement_timeout(
+    populated: Populated, scratch_catalog: str
+) -> None:
     p, c = populated, populated.cluster
     # pgkeep migrate or a TRUNCATE would take ACCESS EXCLUSIVE; reads queue behind it.
     locker = c.admin(scratch_catalog)
@@ -196,8 +244,15 @@ def test_a_lock_wait_ends_at_the_statement_timeout(populated: Populated, scratch
         with locker.cursor() as cur:
             cur.execute("LOCK TABLE pgkeep.backup_run IN ACCESS EXCLUSIVE MODE")
         start = time.monotonic()
-        run = run_client(*["--database", p.reader_url(scratch_catalog)], "--password-file",
-                         str(p.password_file), "--statement-timeout", "1s", "status", home=p.home)  # fmt: skip
+        run = run_client(
+            *["--database", p.reader_url(scratch_catalog)],
+            "--password-file",
+            str(p.password_file),
+            "--statement-timeout",
+            "1s",
+            "status",
+            home=p.home,
+        )
         took = time.monotonic() - start
     finally:
         locker.rollback()
@@ -228,8 +283,15 @@ def test_a_server_that_never_answers_times_out(populated: Populated) -> None:
     thread.start()
     try:
         start = time.monotonic()
-        run = run_client("--database", f"postgres://reader@127.0.0.1:{port}/pgkeep?sslmode=verify-full",
-                         "--connect-timeout", "2", "status", home=p.home, timeout=30)  # fmt: skip
+        run = run_client(
+            "--database",
+            f"postgres://reader@127.0.0.1:{port}/pgkeep?sslmode=verify-full",
+            "--connect-timeout",
+            "2",
+            "status",
+            home=p.home,
+            timeout=30,
+        )
         took = time.monotonic() - start
     finally:
         stop.set()
@@ -239,6 +301,8 @@ def test_a_server_that_never_answers_times_out(populated: Populated) -> None:
         listener.close()
     assert run.code == 1, run
     line = only_error(run)
-    assert line.startswith(f"error: cannot connect to the catalog database reader@127.0.0.1:{port}/pgkeep: ")
+    assert line.startswith(
+        f"error: cannot connect to the catalog database reader@127.0.0.1:{port}/pgkeep: "
+    )
     assert "timeout expired" in line, line
     assert 1.5 < took < 12, took

@@ -14,18 +14,33 @@ from pgkeep_catalog.cli import main
 
 @pytest.mark.parametrize(
     "text, seconds",
-    [("26h", 93600), ("30m", 1800), ("90s", 90), ("1d 12h", 129600), ("1w", 604800),
-     ("2 days", 172800), ("1h30m", 5400), (" 5 MIN ", 300)],
-)  # fmt: skip
+    [
+        ("26h", 93600),
+        ("30m", 1800),
+        ("90s", 90),
+        ("1d 12h", 129600),
+        ("1w", 604800),
+        ("2 days", 172800),
+        ("1h30m", 5400),
+        (" 5 MIN ", 300),
+    ],
+)
 def test_durations_parse(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize(
     "text, fragment",
-    [("", "empty"), ("0s", "longer than zero"), ("12", "not a duration"), ("3x", "unknown unit 'x'"),
-     ("h", "not a duration"), ("-1h", "not a duration"), ("999999w", "too long")],
-)  # fmt: skip
+    [
+        ("", "empty"),
+        ("0s", "longer than zero"),
+        ("12", "not a duration"),
+        ("3x", "unknown unit 'x'"),
+        ("h", "not a duration"),
+        ("-1h", "not a duration"),
+        ("999999w", "too long"),
+    ],
+)
 def test_bad_durations_are_usage_errors(text: str, fragment: str) -> None:
     with pytest.raises(UsageError) as e:
         parse_duration(text)
@@ -62,7 +77,9 @@ def test_an_unparsable_string_is_not_quoted() -> None:
     assert "not a connection string libpq can parse" in str(e.value)
     assert "password" not in str(e.value).split("parse", 1)[0]
     with pytest.raises(UsageError) as e:
-        connection_parameters("postgres://reader@db/pgkeep?sslmode=verify-full&bogus=s3cret", env={})
+        connection_parameters(
+            "postgres://reader@db/pgkeep?sslmode=verify-full&bogus=s3cret", env={}
+        )
     assert "s3cret" not in str(e.value)
 
 
@@ -98,21 +115,29 @@ def test_password_files(tmp_path: Path) -> None:
 
 def test_targets_are_described_without_secrets() -> None:
     env = {"PGUSER": "envuser", "PGPORT": "6543"}
-    assert describe({"host": "db", "dbname": "pgkeep", "password": "x"}, env) == "envuser@db:6543/pgkeep"
+    assert (
+        describe({"host": "db", "dbname": "pgkeep", "password": "x"}, env)
+        == "envuser@db:6543/pgkeep"
+    )
     assert describe({"user": "r", "host": "/run/pg"}, {}) == "r@/run/pg:5432/r"
     assert describe({"user": "r"}, {}) == "r@local socket:5432/r"
 
 
 @pytest.mark.parametrize(
     "argv, fragment",
-    [([], "the following arguments are required: COMMAND"),
-     (["status", "--max-age", "soon"], "argument --max-age: 'soon' is not a duration"),
-     (["history"], "the following arguments are required: JOB"),
-     (["history", "main", "--limit", "0"], "argument --limit: '0' must be at least 1"),
-     (["--database", "postgres://u:pw@h/db", "status"], "holds a password"),
-     (["--password-file", "/nonexistent/pw", "status"], "--password-file /nonexistent/pw: cannot read it"),
-     (["drill", "--bogus"], "unrecognized arguments: --bogus")],
-)  # fmt: skip
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["status", "--max-age", "soon"], "argument --max-age: 'soon' is not a duration"),
+        (["history"], "the following arguments are required: JOB"),
+        (["history", "main", "--limit", "0"], "argument --limit: '0' must be at least 1"),
+        (["--database", "postgres://u:pw@h/db", "status"], "holds a password"),
+        (
+            ["--password-file", "/nonexistent/pw", "status"],
+            "--password-file /nonexistent/pw: cannot read it",
+        ),
+        (["drill", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(argv: list[str], fragment: str) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(argv, out, err) == 2

@@ -110,6 +110,9 @@ first_start() {
   # shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a list of options
   initdb --pgdata="$PGDATA" --username=postgres --auth-local=peer --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 --data-checksums ${POSTGRES_INITDB_ARGS:-} >/dev/null
+  # Removed only once everything below succeeded: a first start that failed half-way (a bad
+  # init script, a full disk) is never taken for a finished one at the next start.
+  : >"$incomplete"
   {
     echo
     echo "# Added by pgkeep-postgres-entrypoint: the image's settings, then local overrides."
@@ -168,10 +171,14 @@ SQL
   pg_ctl --pgdata="$PGDATA" --wait --silent -m fast stop
   rmdir "$PGHOST"
   unset PGHOST
+  rm -f "$incomplete"
   log "initialized; starting"
 }
 
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+incomplete="$PGDATA/pgkeep-first-start-incomplete"
+if [ -e "$incomplete" ]; then
+  die "the first start in $PGDATA did not finish (see its log): empty the data volume and start again"
+elif [ ! -s "$PGDATA/PG_VERSION" ]; then
   first_start
 else
   tls_setup

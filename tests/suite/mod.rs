@@ -14,6 +14,7 @@ mod harness;
 mod manual_restore;
 mod migrate;
 mod packaging;
+mod python_client;
 mod restore_target;
 mod retention;
 mod snapshot;

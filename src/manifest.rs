@@ -9,16 +9,19 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::codec::Compression;
+
+mod checksum;
+
+pub use checksum::seal;
 
 /// The manifest's file name inside a backup's directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
 /// The manifest format this version writes; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
 /// The member holding the manifest's own checksum (`sha256:<hex>` of the canonical form of
-/// everything else, see `canonical`).
+/// everything else, see `checksum`).
 pub const CHECKSUM_FIELD: &str = "checksum";
 
 /// A closed set of names, written as strings, with an `Unknown` variant so that an older pgkeep
@@ -322,7 +325,7 @@ impl Manifest {
         let checksum = match recorded {
             None => None,
             Some(serde_json::Value::String(s)) => {
-                let actual = format!("sha256:{}", hex::encode(canonical_digest(&value)));
+                let actual = checksum::of(&value);
                 if s != actual {
                     return Err(ManifestError::Checksum {
                         recorded: s,
@@ -428,18 +431,6 @@ impl Manifest {
     }
 }
 
-/// Sets (or replaces) the `checksum` member of a manifest document to the checksum of the
-/// rest of it: what `to_json` does, for tools that build or correct manifests as JSON.
-pub fn seal(document: &mut serde_json::Value) {
-    if let Some(object) = document.as_object_mut() {
-        object.remove(CHECKSUM_FIELD);
-        let digest = format!("sha256:{}", hex::encode(canonical_digest(document)));
-        if let Some(object) = document.as_object_mut() {
-            object.insert(CHECKSUM_FIELD.to_string(), digest.into());
-        }
-    }
-}
-
 /// Whether `name` can be an object's name inside a backup's directory: relative, `/`-separated,
 /// no empty, `.` or `..` component, and not the manifest itself.
 pub fn valid_object_name(name: &str) -> bool {
@@ -490,47 +481,6 @@ pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
         .ok()
         .map(|t| t.and_utc())
         .filter(|t| new_id(*t) == id)
-}
-
-/// sha256 of the canonical form of a JSON value: no insignificant white space, object members
-/// sorted by key (byte order), strings escaped as serde_json escapes them. Independent of how
-/// the document was formatted, so re-indenting a manifest keeps it valid while changing any
-/// value does not.
-fn canonical_digest(value: &serde_json::Value) -> [u8; 32] {
-    let mut out = Vec::new();
-    canonical(value, &mut out);
-    Sha256::digest(&out).into()
-}
-
-fn canonical(value: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, v)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key).expect("writing to a Vec");
-                out.push(b':');
-                canonical(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(v, out);
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to a Vec"),
-    }
 }
 
 #[cfg(test)]

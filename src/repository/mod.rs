@@ -1,26 +1,29 @@
 //! The repository: the backups in a store, and the only code that knows their layout
 //! (`<job>/<id>/<object>`, `manifest.json` last) and the commit rules. It lists backups (a
 //! damaged manifest is reported beside the others, never in their way), resolves `latest` or an
-//! id, opens a committed backup's objects, begins runs (see `run`), deletes backups manifest
-//! first, and finds what crashed runs left (see `debris`).
+//! id, opens a committed backup's objects (see `objects`), begins runs (see `run`), deletes
+//! backups manifest first (see `delete`), and finds what crashed runs left (see `debris`).
 
 mod debris;
+mod delete;
+mod objects;
 mod run;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
 pub use debris::{Orphan, Swept};
+pub use delete::DeleteError;
+pub use objects::ObjectProblem;
 pub use run::{CommitError, Run};
 
 use crate::crypt::{Identities, Recipients};
 use crate::error::UsageError;
-use crate::manifest::{self, Manifest, ManifestError, ObjectEntry};
-use crate::store::{ByteReader, ObjectMeta, ObjectStore, S3Settings, StoreError};
-use crate::transfer::{Decoding, Expected};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::store::{ObjectMeta, ObjectStore, S3Settings, StoreError};
 
 pub use crate::manifest::MANIFEST_NAME;
 /// Manifests read at once while listing.
@@ -88,35 +91,6 @@ pub struct Resolved {
     pub passed_over: Vec<DamagedBackup>,
 }
 
-/// One object of a committed backup that is not in the store as its manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectProblem {
-    Missing {
-        key: String,
-    },
-    Size {
-        key: String,
-        actual: u64,
-        expected: u64,
-    },
-}
-
-impl std::fmt::Display for ObjectProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ObjectProblem::Missing { key } => write!(f, "object {key} is missing from the store"),
-            ObjectProblem::Size {
-                key,
-                actual,
-                expected,
-            } => write!(
-                f,
-                "object {key} is {actual} bytes in the store but its manifest records {expected}"
-            ),
-        }
-    }
-}
-
 /// The backups in one store, with the keys new objects are encrypted to and the identities
 /// encrypted ones are read with.
 #[derive(Debug, Clone)]
@@ -147,95 +121,6 @@ impl Repository {
     pub fn reading_with(mut self, identities: Option<Identities>) -> Repository {
         self.identities = identities;
         self
-    }
-
-    /// How an object of `manifest` is read back: its codec, and the identities to decrypt it
-    /// with when it is encrypted.
-    ///
-    /// # Errors
-    /// `Locked` when it is encrypted and no identity was given (or with a scheme this version
-    /// does not know), naming the recipients it needs.
-    pub fn decoding(
-        &self,
-        manifest: &Manifest,
-        object: &ObjectEntry,
-    ) -> Result<Decoding, RepoError> {
-        let compression = object
-            .compression
-            .compression()
-            .ok_or_else(|| RepoError::Codec {
-                key: Self::object_key(manifest, object),
-                codec: object.compression.to_string(),
-            })?;
-        let needed = manifest
-            .encryption
-            .as_ref()
-            .map(|e| e.recipients.clone())
-            .unwrap_or_default();
-        let decryption = match object.encryption.as_deref() {
-            None => None,
-            Some(crate::crypt::SCHEME) => match &self.identities {
-                Some(ids) => Some((ids.clone(), needed)),
-                None => {
-                    return Err(RepoError::Locked {
-                        id: manifest.id.clone(),
-                        job: manifest.job.clone(),
-                        needed: needed.join(", "),
-                    });
-                }
-            },
-            Some(other) => {
-                return Err(RepoError::Codec {
-                    key: Self::object_key(manifest, object),
-                    codec: format!("encryption '{other}'"),
-                });
-            }
-        };
-        Ok(Decoding {
-            compression,
-            decryption,
-        })
-    }
-
-    /// Checks, by reading the header of its first encrypted object, that the identities given
-    /// decrypt `manifest`'s objects (a restore then fails before it touches anything).
-    ///
-    /// # Errors
-    /// `Locked` without identities, `WrongIdentity` when none fits, store errors.
-    pub async fn check_identities(&self, manifest: &Manifest) -> Result<(), RepoError> {
-        let Some(object) = manifest.objects.iter().find(|o| o.encryption.is_some()) else {
-            return Ok(());
-        };
-        let decoding = self.decoding(manifest, object)?;
-        let reader = self.read(manifest, object).await?;
-        let key = Self::object_key(manifest, object);
-        let opened = tokio::task::spawn_blocking(move || {
-            let source = tokio_util::io::SyncIoBridge::new(reader);
-            decoding.open(source).map(|_| ())
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            location: key.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        match opened {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                Err(RepoError::WrongIdentity {
-                    id: manifest.id.clone(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(e) => Err(StoreError::from_read(&key, e).into()),
-        }
-    }
-
-    /// Whether objects of `manifest` can be read at all (no identity needed, or one given).
-    pub fn can_decode(&self, manifest: &Manifest) -> bool {
-        manifest
-            .objects
-            .iter()
-            .all(|o| o.encryption.is_none() || self.identities.is_some())
     }
 
     /// The repository in the store a storage URL names (`file://...` or `s3://...`).
@@ -432,130 +317,10 @@ impl Repository {
             .max())
     }
 
-    /// The store key of an object of a committed backup, for messages.
-    pub fn object_key(manifest: &Manifest, object: &ObjectEntry) -> String {
-        object_key(&manifest.job, &manifest.id, &object.key)
-    }
-
-    /// What the manifest promises about an object, for checking it while it is read.
-    pub fn expected(manifest: &Manifest, object: &ObjectEntry) -> Expected {
-        Expected {
-            key: Self::object_key(manifest, object),
-            stored_bytes: object.stored_bytes,
-            sha256: object.sha256.clone(),
-        }
-    }
-
-    /// Opens an object of a committed backup for streaming reads.
-    ///
-    /// # Errors
-    /// The store's error (`NotFound` for a missing object).
-    pub async fn read(
-        &self,
-        manifest: &Manifest,
-        object: &ObjectEntry,
-    ) -> Result<ByteReader, StoreError> {
-        self.store.get(&Self::object_key(manifest, object)).await
-    }
-
-    /// Checks, without reading them, that every object of the backup is in the store with
-    /// the size its manifest records (one listing of the backup's directory).
-    ///
-    /// # Errors
-    /// The store's error.
-    pub async fn check_objects(
-        &self,
-        manifest: &Manifest,
-    ) -> Result<Vec<ObjectProblem>, StoreError> {
-        let listed = self
-            .store
-            .list(&backup_prefix(&manifest.job, &manifest.id))
-            .await?;
-        let sizes: BTreeMap<&str, u64> = listed.iter().map(|o| (o.key.as_str(), o.size)).collect();
-        Ok(manifest
-            .objects
-            .iter()
-            .filter_map(|o| {
-                let key = Self::object_key(manifest, o);
-                match sizes.get(key.as_str()) {
-                    None => Some(ObjectProblem::Missing { key }),
-                    Some(&actual) if actual != o.stored_bytes => Some(ObjectProblem::Size {
-                        key,
-                        actual,
-                        expected: o.stored_bytes,
-                    }),
-                    Some(_) => None,
-                }
-            })
-            .collect())
-    }
-
     /// Starts a run of `job` whose id is its start time (see `manifest::new_id`).
     pub fn begin(&self, job: &str, started_at: chrono::DateTime<chrono::Utc>) -> Run {
         Run::new(self.clone(), job, started_at)
     }
-
-    /// Deletes one backup: the manifest first, confirmed gone (from then on it is not a
-    /// backup), then every other object under its directory.
-    ///
-    /// # Errors
-    /// `DeleteError` saying whether the backup is still intact or only its objects remain.
-    pub async fn delete_backup(&self, job: &str, id: &str) -> Result<(), DeleteError> {
-        self.uncommit(job, id)
-            .await
-            .map_err(|source| DeleteError::Manifest { source })?;
-        self.delete_objects(job, id)
-            .await
-            .map_err(|source| DeleteError::Objects { source })?;
-        Ok(())
-    }
-
-    /// Deletes the manifest of `job`/`id` and makes sure it is gone.
-    async fn uncommit(&self, job: &str, id: &str) -> Result<(), StoreError> {
-        let key = manifest_key(job, id);
-        self.store.delete(&key).await?;
-        match self.store.head(&key).await? {
-            None => Ok(()),
-            Some(_) => Err(StoreError::Io {
-                location: key,
-                source: std::io::Error::other("the manifest is still there after its deletion"),
-            }),
-        }
-    }
-
-    /// Deletes every object under the backup's directory; the first failure stops it.
-    async fn delete_objects(&self, job: &str, id: &str) -> Result<usize, StoreError> {
-        let listed = self.store.list(&backup_prefix(job, id)).await?;
-        let deletes: Vec<_> = listed
-            .into_iter()
-            .map(|o| {
-                let store = Arc::clone(&self.store);
-                async move { store.delete(&o.key).await }
-            })
-            .collect();
-        futures::stream::iter(deletes)
-            .buffer_unordered(PARALLEL_READS)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|done| done.len())
-    }
-}
-
-/// A deletion that stopped half-way.
-#[derive(Debug, thiserror::Error)]
-pub enum DeleteError {
-    #[error("deleting the manifest failed (the backup is intact)")]
-    Manifest {
-        #[source]
-        source: StoreError,
-    },
-    #[error(
-        "the backup is no longer committed, but removing its objects failed (they are left as debris for the next run)"
-    )]
-    Objects {
-        #[source]
-        source: StoreError,
-    },
 }
 
 fn not_found(id: &str, scope: &str, store: &str) -> RepoError {

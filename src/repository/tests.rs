@@ -9,8 +9,8 @@ use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::codec::Compression;
-use crate::manifest::{BackupKind, FORMAT_VERSION, Globals, ObjectRole};
-use crate::store::LocalStore;
+use crate::manifest::{BackupKind, FORMAT_VERSION, Globals, ObjectEntry, ObjectRole};
+use crate::store::{ByteReader, LocalStore};
 
 fn local() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();

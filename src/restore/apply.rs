@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use super::plan::{Action, Content, RestorePlan};
+use super::properties;
 use super::target::{self, Server};
 use super::{RestoreError, RestoreReport, dump, export};
 use crate::error::Cancel;
@@ -36,7 +37,7 @@ pub async fn apply(
     };
     let in_place = matches!(plan.action, Action::InPlace);
     if !in_place {
-        target::create(&server, &plan.build, like, &plan.manifest.id).await?;
+        properties::create(&server, &plan.build, like, &plan.manifest.id).await?;
     }
     let built = async {
         let bytes = tokio::select! {
@@ -44,7 +45,7 @@ pub async fn apply(
             interrupted = cancel.cancelled() => return Err(RestoreError::Interrupted(interrupted)),
         };
         if !in_place {
-            target::finish(&server, &plan.build, like).await?;
+            properties::finish(&server, &plan.build, like).await?;
         }
         Ok(bytes)
     }

@@ -6,10 +6,12 @@
 //! the backup's contents. See docs/FORMAT.md and the README's restore section.
 
 mod apply;
+mod describe;
 mod dump;
 mod export;
 mod load;
 mod plan;
+mod properties;
 mod queue;
 mod schema;
 mod stage;
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 pub use apply::apply;
 pub use plan::{Action, Content, RestorePlan, plan};
-pub use target::DbProperties;
+pub use properties::DbProperties;
 
 use crate::pg::PgError;
 use crate::process::ChildError;

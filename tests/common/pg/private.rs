@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use super::{Cluster, StartOutcome, as_owner, server_owner};
+use super::Cluster;
+use super::start::{StartOutcome, as_owner, server_owner};
 
 impl Cluster {
     /// A new cluster for one test (torn down with the process, like the shared one).

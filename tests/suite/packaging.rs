@@ -9,6 +9,7 @@
 mod image;
 mod podman;
 mod postgres_image;
+mod postgres_image_checks;
 mod systemd_run;
 
 use std::os::unix::fs::MetadataExt as _;

@@ -6,6 +6,7 @@ mod check;
 mod config;
 mod daemon;
 pub mod damage;
+mod database_guide;
 mod dump;
 mod encryption;
 mod export;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (idempotent): PostgreSQL 15 server binaries
-# and contrib extensions, openssl, and Garage 2.5.0 (a real S3-compatible store, built with cargo).
+# and contrib extensions, openssl, gzip and zstd, and Garage 2.5.0 (a real S3-compatible store, built with cargo).
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -12,6 +12,8 @@ missing=()
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || missing+=(postgresql-15)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gunzip >/dev/null || missing+=(gzip)
+# zstd: the by-hand restore of zstd backups (tests/suite/zstd.rs) and codec unit tests.
+command -v zstd >/dev/null || missing+=(zstd)
 # jq: the by-hand manifest checks of docs/FORMAT.md (tests/suite/manual_restore.rs).
 command -v jq >/dev/null || missing+=(jq)
 # promtool (in Debian's prometheus package) checks the daemon's /metrics (tests/suite/daemon.rs).

@@ -184,10 +184,10 @@ impl<R: Read> ZstdReader<R> {
                         crate::human::bytes(MAX_WINDOW),
                     )));
                 }
-                Header::Frame { .. } | Header::Other => return Ok(()),
                 Header::Short if self.fill()? => {}
-                // libzstd reports what is wrong with a stream that ends here.
-                Header::Short => return Ok(()),
+                // Anything else, a stream that ends inside a header included, is libzstd's
+                // to judge.
+                Header::Frame { .. } | Header::Other | Header::Short => return Ok(()),
             }
         }
     }

@@ -59,7 +59,7 @@ fn assert_stored_as_zstd(m: &serde_json::Value, dir: &Path, level: &str) {
     assert!(objects.len() >= 2, "{objects:?}");
     for o in objects {
         let key = o["key"].as_str().unwrap();
-        assert!(key.ends_with(".zst"), "{key}");
+        assert_eq!(Path::new(key).extension().unwrap(), "zst", "{key}");
         assert_eq!(o["compression"], "zstd", "{key}");
         let bytes = std::fs::read(dir.join(key)).unwrap();
         assert_eq!(bytes[..4], ZSTD_MAGIC, "{key}");

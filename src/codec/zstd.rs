@@ -156,6 +156,9 @@ impl<R: Read> ZstdReader<R> {
             self.end -= self.start;
             self.start = 0;
         }
+        if self.end == self.input.len() {
+            return Ok(true); // full already: nothing to read into (and no end of stream)
+        }
         loop {
             match self.inner.read(&mut self.input[self.end..]) {
                 Ok(0) => {

@@ -26,6 +26,18 @@ fn local_job(kind: &str, database: &str, compression: &str) -> Pgkeep {
     p
 }
 
+/// `pgkeep restore ID --target <new database> --create --jobs JOBS`, which must succeed; the
+/// new database's name.
+async fn restore_into_new(p: &Pgkeep, c: &Cluster, id: &str, jobs: &str) -> String {
+    let restored = c.unique_name("zstd_restored");
+    let target = c.url(&restored);
+    let args = [
+        "restore", id, "--target", &target, "--create", "--jobs", jobs,
+    ];
+    p.run(&args).await.expect_code(0);
+    restored
+}
+
 fn read_manifest(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
 }
@@ -89,18 +101,7 @@ async fn dump_backups_in_zstd_restore_identically_through_pgkeep_and_by_hand() {
         // The archive spans several 1 MiB blocks, so the object is several frames.
         assert!(m["objects"][0]["raw_bytes"].as_u64().unwrap() > 2 << 20);
 
-        let restored = c.unique_name("zstd_dump_restored");
-        p.run(&[
-            "restore",
-            &id,
-            "--target",
-            &c.url(&restored),
-            "--create",
-            "--jobs",
-            jobs,
-        ])
-        .await
-        .expect_code(0);
+        let restored = restore_into_new(&p, c, &id, jobs).await;
         assert_same(&before, &c.snapshot(&restored).await);
 
         // docs/FORMAT.md's by-hand route, with zstd -dc in place of gunzip -c.
@@ -163,18 +164,7 @@ async fn export_backups_in_zstd_restore_identically_through_pgkeep_and_by_hand()
         assert_eq!(big["rows"], 120_000);
         assert!(big["raw_bytes"].as_u64().unwrap() > 4 << 20, "{big}");
 
-        let restored = c.unique_name("zstd_export_restored");
-        p.run(&[
-            "restore",
-            &id,
-            "--target",
-            &c.url(&restored),
-            "--create",
-            "--jobs",
-            "2",
-        ])
-        .await
-        .expect_code(0);
+        let restored = restore_into_new(&p, c, &id, "2").await;
         assert_same(&before, &c.snapshot(&restored).await);
 
         let by_hand = c.create_db("zstd_export_by_hand").await;
@@ -208,6 +198,20 @@ fn replace_and_reseal(dir: &Path, index: usize, bytes: &[u8]) -> String {
     key
 }
 
+/// `pgkeep verify ID` must fail (exit 1) reporting object `key` damaged for `why`.
+async fn assert_verify_finds(p: &Pgkeep, id: &str, key: &str, why: &str) {
+    let run = p.run(&["verify", id]).await.expect_code(1);
+    assert!(run.error_line().contains(key), "{}", run.stderr);
+    let line = format!("DAMAGED  {key} (dump): ");
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with(&line) && l.contains(why)),
+        "{}",
+        run.stdout
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_zstd_backups_and_names_damage_and_hostile_windows() {
     let c = cluster();
@@ -228,26 +232,13 @@ async fn verify_passes_zstd_backups_and_names_damage_and_hostile_windows() {
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x01;
     std::fs::write(&dump, &flipped).unwrap();
-    let run = p.run(&["verify", &id]).await.expect_code(1);
     let dump_key = format!("main/{id}/dump.pgdump.zst");
-    assert!(run.error_line().contains(&dump_key), "{}", run.stderr);
-    assert!(
-        run.stdout.contains(&format!("DAMAGED  {dump_key} (dump)"))
-            && run.stdout.contains("sha256"),
-        "{}",
-        run.stdout
-    );
+    assert_verify_finds(&p, &id, &dump_key, "sha256").await;
 
     // The same flip behind a manifest resealed to match: zstd itself (a block, or the frame's
     // checksum) finds it.
     replace_and_reseal(&dir, 0, &flipped);
-    let run = p.run(&["verify", &id]).await.expect_code(1);
-    assert!(
-        run.stdout.contains(&format!("DAMAGED  {dump_key} (dump)"))
-            && run.stdout.contains("zstd stream is damaged"),
-        "{}",
-        run.stdout
-    );
+    assert_verify_finds(&p, &id, &dump_key, "zstd stream is damaged").await;
     replace_and_reseal(&dir, 0, &good);
     p.run(&["verify", &id]).await.expect_code(0);
 
@@ -258,16 +249,9 @@ async fn verify_passes_zstd_backups_and_names_damage_and_hostile_windows() {
     hostile.extend_from_slice(&[0x01 | (5 << 3), 0, 0]);
     hostile.extend_from_slice(b"tiny!");
     let key = replace_and_reseal(&dir, 0, &hostile);
-    let run = p.run(&["verify", &id]).await.expect_code(1);
-    assert!(
-        run.stdout
-            .contains(&format!("DAMAGED  main/{id}/{key} (dump)"))
-            && run
-                .stdout
-                .contains("asks for a 2.0 GiB window, more than the 8.0 MiB"),
-        "{}",
-        run.stdout
-    );
+    assert_eq!(format!("main/{id}/{key}"), dump_key);
+    let why = "asks for a 2.0 GiB window, more than the 8.0 MiB";
+    assert_verify_finds(&p, &id, &dump_key, why).await;
     let target = c.unique_name("zstd_hostile");
     let run = p
         .run(&["restore", &id, "--target", &c.url(&target), "--create"])

@@ -23,3 +23,4 @@ mod snapshot;
 mod store_conformance;
 pub mod store_faults;
 mod verify;
+mod zstd;

@@ -202,7 +202,24 @@ pub async fn restore(
         return Ok(Err(format!("{plan}(dry run: nothing was changed)\n")));
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
-    Ok(Ok(restore::apply(&repo, plan, cancel).await?))
+    let (manifest, target, started_at) = (
+        plan.manifest.clone(),
+        plan.target.describe(),
+        chrono::Utc::now(),
+    );
+    let applied = restore::apply(&repo, plan, cancel).await;
+    let error = applied.as_ref().err().map(|e| crate::error::report(e));
+    crate::catalog::record_restore(
+        config,
+        &manifest,
+        crate::catalog::RestoreKind::Restore,
+        &target,
+        started_at,
+        None,
+        error.as_deref(),
+    )
+    .await;
+    Ok(Ok(applied?))
 }
 
 /// `pgkeep drill [JOB] [--backup ID] --target CONNINFO`: restores the backup into a scratch
@@ -230,7 +247,50 @@ pub async fn drill(
             .get(&manifest.job)
             .and_then(|j| j.export.migrations.clone());
     }
-    Ok(crate::drill::drill(&repo, &manifest, &options, cancel).await?)
+    let started_at = chrono::Utc::now();
+    let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;
+    let (target, checks, error) = match &drilled {
+        Ok(report) => {
+            let r = &report.record;
+            let checks = crate::catalog::Checked {
+                tables: r.tables,
+                rows: r.rows,
+                digests: r.digests,
+                sequences: r.sequences,
+                differences: Vec::new(),
+            };
+            (
+                format!("{}/{}", r.server, report.database),
+                Some(checks),
+                None,
+            )
+        }
+        Err(e) => {
+            let checks = match e {
+                crate::drill::DrillError::Failed { failures, .. } => {
+                    Some(crate::catalog::Checked {
+                        differences: failures.iter().map(ToString::to_string).collect(),
+                        ..crate::catalog::Checked::default()
+                    })
+                }
+                _ => None,
+            };
+            let server = crate::pg::Target::resolve(&options.server, None)
+                .map_or_else(|_| "the drill's server".to_string(), |t| t.describe());
+            (server, checks, Some(crate::error::report(e)))
+        }
+    };
+    crate::catalog::record_restore(
+        config,
+        &manifest,
+        crate::catalog::RestoreKind::Drill,
+        &target,
+        started_at,
+        checks.as_ref(),
+        error.as_deref(),
+    )
+    .await;
+    Ok(drilled?)
 }
 
 /// What `pgkeep drill` prints when the drill passed.

@@ -115,6 +115,22 @@ async fn good_dump_and_export_backups_pass_and_leave_only_their_drill_record() {
         assert!(record["rows"].as_u64().unwrap() > 1000, "{record}");
         // The record is not part of the backup: it still verifies, and lists as drilled.
         run(&p, &["verify", &id]).await.expect_code(0);
+        let list = run(&p, &["list"]).await.expect_code(0);
+        let row = list.stdout.lines().find(|l| l.starts_with(&id)).unwrap();
+        assert!(row.ends_with("  drilled"), "{}", list.stdout);
+        let listed: serde_json::Value =
+            serde_json::from_str(&run(&p, &["list", "--json"]).await.expect_code(0).stdout)
+                .unwrap();
+        assert_eq!(listed[0]["drilled"], true, "{listed}");
+        let show = run(&p, &["show", &id]).await.expect_code(0);
+        assert!(
+            show.stdout.contains(&format!(
+                "last drill:      passed {}",
+                record["drilled_at"].as_str().unwrap().get(..16).unwrap()
+            )),
+            "{}",
+            show.stdout
+        );
     }
 }
 

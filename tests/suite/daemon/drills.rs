@@ -12,9 +12,10 @@ async fn scheduled_drills_pass_fail_notify_and_gate_readiness() {
     let (hook, seen) = capture_server().await;
     // A port nothing listens on: the broken job's drills cannot reach their server.
     let closed = s3::free_port();
+    let catalog = c.create_db("daemon_drill_catalog").await;
     let p = Pgkeep::with_config("");
     p.write_config(&format!(
-        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n\n\
+        "{}\n[catalog]\ndatabase = \"{catalog_url}\"\n\n[notifications]\nwebhook_url = \"http://127.0.0.1:{hook}/hook\"\n\n\
          [jobs.drilled]\ndatabase = \"{url}\"\ncompression = \"gzip:1\"\n\
          [jobs.drilled.drill]\nschedule = \"*/2 * * * * *\"\ntarget = \"{target}\"\nmax_age = \"1h\"\n\n\
          [jobs.undrillable]\ndatabase = \"{url}\"\ncompression = \"gzip:1\"\n\
@@ -23,6 +24,7 @@ async fn scheduled_drills_pass_fail_notify_and_gate_readiness() {
         store_config(&p),
         url = c.url(&db),
         target = c.url("postgres"),
+        catalog_url = c.url(&catalog),
     ));
     p.run(&["backup", "drilled"]).await.expect_code(0);
     let undrillable = p.run(&["backup", "undrillable"]).await.expect_code(0);
@@ -112,4 +114,25 @@ async fn scheduled_drills_pass_fail_notify_and_gate_readiness() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "scratch databases left:\n{log}");
+
+    // Both jobs' drills are in the catalog, as drills, with their outcome.
+    let catalog = c.connect(&catalog).await;
+    let rows = catalog
+        .query(
+            "SELECT r.job, x.status, count(*) FROM pgkeep.restore_run x \
+             JOIN pgkeep.backup_run r USING (run_id) WHERE x.kind = 'drill' \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("drilled".to_string(), "succeeded".to_string()),
+            ("undrillable".to_string(), "failed".to_string()),
+        ],
+        "{log}"
+    );
 }

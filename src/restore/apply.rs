@@ -60,6 +60,7 @@ pub async fn apply(
         }
     };
     let target_name = plan.target.dbname();
+    crate::progress::get().phase("swap");
     let previous = match &plan.action {
         Action::InPlace => "restored in place into the empty database".to_string(),
         Action::Create | Action::Replace { .. } => {
@@ -86,6 +87,15 @@ pub async fn apply(
 /// Restores the backup's contents into the database being built.
 async fn build(repo: &Repository, plan: &RestorePlan) -> Result<u64, RestoreError> {
     let into = plan.build_target();
+    let progress = crate::progress::get();
+    progress.expect_bytes(
+        plan.manifest
+            .objects
+            .iter()
+            .filter(|o| o.role != crate::manifest::ObjectRole::Globals)
+            .map(|o| o.stored_bytes)
+            .sum(),
+    );
     match &plan.content {
         Content::Dump { object } => dump::restore(repo, plan, object, &into).await,
         Content::Export(e) => export::restore(repo, plan, e, &into).await,

@@ -29,6 +29,7 @@ pub(super) async fn restore(
     let env = into.child_env();
     let jobs = plan.jobs.max(1);
     tracing::info!(backup = %manifest.id, target = %into.describe(), jobs, "running pg_restore");
+    crate::progress::get().phase("pg_restore");
 
     if jobs == 1 {
         // One transaction, fed as a stream: a damaged object is noticed before the last bytes

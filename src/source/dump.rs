@@ -111,23 +111,28 @@ pub async fn run(
 /// `count(*)` of every table (its own rows, not its inheritance children's), one after the
 /// other in the snapshot's session.
 async fn count_rows(client: &Client, tables: &[TableInfo]) -> Result<Vec<TableRows>, DumpError> {
-    {
-        let mut out = Vec::with_capacity(tables.len());
-        for t in tables {
-            let name = t.qualified();
-            let row = client
-                .query_one(&format!("SELECT count(*) FROM ONLY {name}"), &[])
-                .await
-                .map_err(|e| DumpError::Count {
-                    table: name.clone(),
-                    source: DbError(e),
-                })?;
-            let rows: i64 = row.get(0);
-            out.push(TableRows {
-                name,
-                rows: rows as u64,
-            });
-        }
-        Ok(out)
+    let started = std::time::Instant::now();
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        let name = t.qualified();
+        let row = client
+            .query_one(&format!("SELECT count(*) FROM ONLY {name}"), &[])
+            .await
+            .map_err(|e| DumpError::Count {
+                table: name.clone(),
+                source: DbError(e),
+            })?;
+        let rows: i64 = row.get(0);
+        out.push(TableRows {
+            name,
+            rows: u64::try_from(rows).unwrap_or(0),
+        });
     }
+    tracing::info!(
+        tables = out.len(),
+        rows = out.iter().map(|t| t.rows).sum::<u64>(),
+        seconds = started.elapsed().as_secs_f64(),
+        "counted every table's rows in the dump's snapshot"
+    );
+    Ok(out)
 }

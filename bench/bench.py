@@ -235,42 +235,67 @@ class Bench:
 
     def job(self, base, codec):
         """The job name of `base` (dump, export, dump10, export10) in `codec`."""
-        return base if codec == self.codecs[0] else f"{base}-{codec.replace(':', '-')}"
+        if codec == self.codecs[0]:
+            return base
+        return f"{base}-{codec.replace(':', '-').replace('+', '-')}"
 
     def label(self, text, codec):
         """A result row's name: `text`, with the codec when several are compared."""
         return text if len(self.codecs) == 1 else f"{text} [{codec}]"
 
     def write_config(self):
-        jobs = ""
+        """One config for the plain codecs and, when a codec ends in `+age` (encrypted with a
+        key made here), one more whose store holds the encrypted backups."""
+        jobs = {False: "", True: ""}
         for codec in self.codecs:
+            encrypted = codec.endswith("+age")
             for base, kind, db in [("dump", "dump", "bench_src"), ("export", "export", "bench_src"),
                                    ("dump10", "dump", "bench_src10"),
                                    ("export10", "export", "bench_src10")]:
-                jobs += f"""
+                jobs[encrypted] += f"""
 [jobs.{self.job(base, codec)}]
 kind = "{kind}"
 database = "{self.cluster.url(db)}"
-compression = "{codec}"
+compression = "{codec.removesuffix('+age')}"
 """
                 if kind == "export":
-                    jobs += f"parallel = {self.a.parallel}\ninclude = [\"bench.*\"]\n"
-        s3 = f"""[storage]
-url = "s3://{BUCKET}/run"
+                    jobs[encrypted] += f"parallel = {self.a.parallel}\ninclude = [\"bench.*\"]\n"
+        def storage(prefix):
+            s3 = f"""[storage]
+url = "s3://{BUCKET}/{prefix}"
 [storage.s3]
 endpoint = "{self.garage.endpoint}"
 region = "garage"
 force_path_style = true
 """
-        if self.a.part_size_mib:
-            s3 += f"part_size_mib = {self.a.part_size_mib}\n"
-        if self.a.parts_in_flight:
-            s3 += f"parts_in_flight = {self.a.parts_in_flight}\n"
+            if self.a.part_size_mib:
+                s3 += f"part_size_mib = {self.a.part_size_mib}\n"
+            if self.a.parts_in_flight:
+                s3 += f"parts_in_flight = {self.a.parts_in_flight}\n"
+            return s3
         self.config = self.work / "pgkeep.toml"
-        self.config.write_text(s3 + jobs)
+        self.config.write_text(storage("run") + jobs[False])
+        self.config_age = self.work / "pgkeep-age.toml"
+        if jobs[True]:
+            key = self.work / "age.key"
+            if not key.exists():
+                subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+            recipient = next(l.split(": ", 1)[1] for l in key.read_text().splitlines()
+                             if l.startswith("# public key: "))
+            self.config_age.write_text(
+                storage("run-age")
+                + f'[storage.encryption]\nrecipients = ["{recipient}"]\nidentity_file = "{key}"\n'
+                + jobs[True])
+        self.encrypted_jobs = {self.job(b, c) for c in self.codecs if c.endswith("+age")
+                               for b in ("dump", "export", "dump10", "export10")}
         self.env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
                         AWS_REGION="garage", AWS_EC2_METADATA_DISABLED="true",
                         RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+
+    def pgkeep_for(self, job, *args):
+        """`pgkeep ARGS` with the config that holds `job`."""
+        config = self.config_age if job in self.encrypted_jobs else self.config
+        return [self.a.pgkeep, "--config", str(config), *args]
 
     def pgkeep(self, *args):
         return [self.a.pgkeep, "--config", str(self.config), *args]
@@ -310,12 +335,12 @@ force_path_style = true
         self.sizes["pg_dump -Fd -j2"] = sum(p.stat().st_size for p in path.iterdir())
 
     def backup(self, job, label):
-        wall, rss, cpu, out = timed(self.pgkeep("backup", job), env=self.env,
+        wall, rss, cpu, out = timed(self.pgkeep_for(job, "backup", job), env=self.env,
                                     stdout=subprocess.PIPE)
         backup_id = out.strip().splitlines()[-1]
         self.ids[job] = backup_id
         self.record(label, wall, rss, cpu)
-        listed = json.loads(subprocess.run(self.pgkeep("list", "--job", job, "--json"),
+        listed = json.loads(subprocess.run(self.pgkeep_for(job, "list", "--job", job, "--json"),
                                            env=self.env, check=True, capture_output=True,
                                            text=True).stdout)
         self.sizes[label] = next(b["bytes"] for b in listed if b["id"] == backup_id)
@@ -329,7 +354,7 @@ force_path_style = true
 
     def pgkeep_restore(self, job, label, db):
         self.cluster.recreate(db)
-        wall, rss, cpu, _ = timed(self.pgkeep("restore", self.ids[job], "--job", job,
+        wall, rss, cpu, _ = timed(self.pgkeep_for(job, "restore", self.ids[job], "--job", job,
                                               "--target", self.cluster.url(db), "--jobs", "2"),
                                   env=self.env)
         self.record(label, wall, rss, cpu)
@@ -345,7 +370,7 @@ force_path_style = true
             for c in self.codecs:
                 steps.append((f"restore_{kind}", lambda kind=kind, c=c: self.pgkeep_restore(
                     self.job(kind, c), self.label(f"pgkeep restore ({kind}, --jobs 2)", c),
-                    f"restore_{kind}_{c.replace(':', '_')}")))
+                    f"restore_{kind}_{c.replace(':', '_').replace('+', '_')}")))
         only = set(self.a.only.split(",")) if self.a.only else None
         for r in range(1, self.a.rounds + 1):
             log(f"round {r}/{self.a.rounds} (load {os.getloadavg()[0]:.2f})")
@@ -377,7 +402,7 @@ force_path_style = true
     def verify(self):
         source = self.fingerprint("bench_src")
         ok = True
-        restored = [f"restore_{kind}_{c.replace(':', '_')}" for kind in ("export", "dump")
+        restored = [f"restore_{kind}_{c.replace(':', '_').replace('+', '_')}" for kind in ("export", "dump")
                     for c in self.codecs]
         for db in restored + ["restore_pg"]:
             if not self.cluster.exists(db):
@@ -523,7 +548,8 @@ def main():
     p.add_argument("--seed", default="pgkeep-bench-1")
     p.add_argument("--compression", default="gzip",
                    help="the jobs' compression setting, or several separated by commas "
-                        "(gzip,zstd) to compare them side by side in the same rounds")
+                        "(gzip,zstd) to compare them side by side in the same rounds; a "
+                        "setting ending in +age (zstd+age) also encrypts, to a key made here")
     p.add_argument("--parallel", type=int, default=2, help="export job workers")
     p.add_argument("--part-size-mib", type=int, default=None)
     p.add_argument("--parts-in-flight", type=int, default=None)

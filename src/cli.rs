@@ -94,9 +94,13 @@ pub enum Command {
         /// Keep the replaced database under a printed name instead of dropping it
         #[arg(long)]
         keep_old: bool,
-        /// Print what the restore would do, after every check, and change nothing
+        /// Print what the restore would do, after every check, and change nothing (read-only
+        /// sessions only)
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: print the plan as one JSON object (fields in docs/FORMAT.md)
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// Do not restore object ownership (for a server without the source's roles)
         #[arg(long)]
         no_owner: bool,
@@ -104,7 +108,9 @@ pub enum Command {
         /// migrations (default: migrations when the job has a migrations dir)
         #[arg(long, value_enum)]
         schema_from: Option<SchemaFromArg>,
-        /// Export backups: restore only the data of tables matching these patterns
+        /// Restore only the tables matching these patterns: for an export their data (the
+        /// whole schema is created), for a dump their schema and data with what belongs to
+        /// them; foreign keys only between restored tables
         #[arg(long, value_delimiter = ',', value_name = "PATTERN,...")]
         tables: Vec<String>,
         /// Export backups: load the data even when the migrated schema differs

@@ -8,7 +8,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cli::{CatalogCommand, Cli, Command, LogFormat};
-use pgkeep::commands;
+use pgkeep::commands::{self, PlanFormat};
 use pgkeep::error::{Cancel, Stop, report_anyhow};
 use pgkeep::restore::{RestoreOptions, SchemaFrom};
 
@@ -131,6 +131,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             in_place,
             keep_old,
             dry_run,
+            json,
             no_owner,
             schema_from,
             tables,
@@ -160,7 +161,11 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 &backup,
                 options,
                 &identity,
-                dry_run,
+                dry_run.then_some(if json {
+                    PlanFormat::Json
+                } else {
+                    PlanFormat::Text
+                }),
                 cancel,
             )
             .await?

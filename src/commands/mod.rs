@@ -166,8 +166,16 @@ async fn take_lock(job: &crate::config::Job) -> anyhow::Result<crate::lock::JobL
     }
 }
 
+/// How `restore --dry-run` prints its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    /// One JSON object (`--json`), printed only once the whole plan is made.
+    Json,
+}
+
 /// `pgkeep restore BACKUP --target ...`: plan, then (unless `dry_run`) apply. Returns the
-/// plan as text for a dry run, else the report.
+/// plan, as text or JSON, for a dry run, else the report.
 ///
 /// # Errors
 /// As `resolve`, `restore::plan` and `restore::apply`.
@@ -178,7 +186,7 @@ pub async fn restore(
     backup: &str,
     options: RestoreOptions,
     identity: &[std::path::PathBuf],
-    dry_run: bool,
+    dry_run: Option<PlanFormat>,
     cancel: &Cancel,
 ) -> anyhow::Result<Result<RestoreReport, String>> {
     let repo = open_repository(config)
@@ -196,8 +204,14 @@ pub async fn restore(
         plan = restore::plan(&repo, manifest, options) => plan?,
         interrupted = cancel.cancelled() => return Err(interrupted.into()),
     };
-    if dry_run {
-        return Ok(Err(format!("{plan}(dry run: nothing was changed)\n")));
+    match dry_run {
+        Some(PlanFormat::Text) => {
+            return Ok(Err(format!("{plan}(dry run: nothing was changed)\n")));
+        }
+        Some(PlanFormat::Json) => {
+            return Ok(Err(serde_json::to_string_pretty(&plan.to_json())? + "\n"));
+        }
+        None => {}
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
     Ok(Ok(restore::apply(&repo, plan, cancel).await?))

@@ -87,7 +87,9 @@ pub async fn apply(
 async fn build(repo: &Repository, plan: &RestorePlan) -> Result<u64, RestoreError> {
     let into = plan.build_target();
     match &plan.content {
-        Content::Dump { object } => dump::restore(repo, plan, object, &into).await,
+        Content::Dump {
+            object, selection, ..
+        } => dump::restore(repo, plan, object, selection.as_deref(), &into).await,
         Content::Export(e) => export::restore(repo, plan, e, &into).await,
     }
 }

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 
 use super::properties::{self, DbProperties};
 use super::schema::SchemaArchive;
+use super::select::{self, LeftOutKey, Selection};
 use super::target::{self, Server, side_name};
-use super::{RestoreError, RestoreOptions, SchemaFrom, stage, toc};
+use super::{RestoreError, RestoreOptions, SchemaFrom, dump, stage, toc};
 use crate::config::Migrations;
 use crate::manifest::{BackupKind, Manifest, ObjectEntry, ObjectRole};
 use crate::pg::Target;
@@ -37,6 +38,9 @@ pub enum Action {
         /// Some of its relations, when it held data.
         examples: Vec<String>,
         keep_old: bool,
+        /// Its size now (`pg_database_size`): the old and the new exist side by side until
+        /// the swap.
+        bytes: Option<i64>,
     },
     /// `--in-place`: straight into the existing, empty target. Not atomic.
     InPlace,
@@ -45,7 +49,13 @@ pub enum Action {
 /// What is restored.
 #[derive(Debug)]
 pub enum Content {
-    Dump { object: ObjectEntry },
+    Dump {
+        object: ObjectEntry,
+        /// Every table of the archive, `"schema"."name"`.
+        tables: Vec<String>,
+        /// What `--tables` restores of it.
+        selection: Option<Box<Selection>>,
+    },
     Export(Box<ExportPlan>),
 }
 
@@ -60,6 +70,11 @@ pub struct ExportPlan {
     pub selective: bool,
     pub(super) early: Vec<toc::Early>,
     pub(super) post_data: BTreeMap<u32, String>,
+    /// Selective, with the captured schema: the foreign keys between restored tables (their
+    /// entry ids), recreated.
+    pub(super) keys_kept: BTreeSet<u32>,
+    /// Selective: the foreign keys of restored tables that link a table left out.
+    pub foreign_keys_left_out: Vec<LeftOutKey>,
     pub allow_drift: bool,
 }
 
@@ -120,16 +135,19 @@ pub async fn plan(
         });
     }
     let export = manifest.kind == BackupKind::Export;
-    if !export
-        && (!options.tables.is_empty() || options.schema_from.is_some() || options.allow_drift)
-    {
+    if !export && (options.schema_from.is_some() || options.allow_drift) {
         return Err(usage(
-            "--tables, --schema-from and --allow-drift apply to export backups only".into(),
+            "--schema-from and --allow-drift apply to export backups only".into(),
         ));
     }
+    let patterns = options
+        .tables
+        .iter()
+        .map(|p| TablePattern::parse(p).map_err(|e| usage(format!("--tables: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let tables = if export {
         check_export_options(&manifest, &options)?;
-        select_tables(&manifest, &options.tables)?
+        select_tables(&manifest, &patterns)?
     } else {
         Vec::new()
     };
@@ -149,8 +167,9 @@ pub async fn plan(
         });
     }
 
-    // The target, and what may be done to it.
-    let server = Server::connect(&target).await?;
+    // The target, and what may be done to it, through sessions that cannot write.
+    let reading = target.read_only();
+    let server = Server::connect(&reading).await?;
     let name = target.dbname().to_string();
     let properties = properties::properties(&server, &name).await?;
     let action = match properties {
@@ -162,7 +181,7 @@ pub async fn plan(
         None if options.create => Action::Create,
         None => return Err(RestoreError::MissingDatabase { database: name }),
         Some(properties) => {
-            let examples = target::user_relations(&target, 5).await?;
+            let examples = target::user_relations(&reading, 5).await?;
             match (examples.is_empty(), options.clean, options.in_place) {
                 (false, false, _) => {
                     return Err(RestoreError::TargetNotEmpty {
@@ -180,6 +199,7 @@ pub async fn plan(
                     properties,
                     examples,
                     keep_old: options.keep_old,
+                    bytes: target::size(&server, &name).await?,
                 },
             }
         }
@@ -209,7 +229,23 @@ pub async fn plan(
             .object(&ObjectRole::Dump)
             .cloned()
             .expect("a consistent dump manifest has a dump object");
-        Content::Dump { object }
+        let listing = dump::read_toc(repo, &manifest, &object, &tool).await?;
+        let tables = select::archived_tables(&toc::parse(&listing))
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let selection = if patterns.is_empty() {
+            None
+        } else {
+            let chosen = select::select(&listing, &patterns)
+                .map_err(|e| usage(format!("backup {}: {e}", manifest.id)))?;
+            Some(Box::new(chosen))
+        };
+        Content::Dump {
+            object,
+            tables,
+            selection,
+        }
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
     let (build, old) = match &action {
@@ -288,34 +324,36 @@ fn check_export_options(manifest: &Manifest, options: &RestoreOptions) -> Result
     Ok(())
 }
 
-/// The table objects `patterns` select (all when there are none).
+/// The table objects `patterns` select (all when there are none); each pattern must match.
 fn select_tables(
     manifest: &Manifest,
-    patterns: &[String],
+    patterns: &[TablePattern],
 ) -> Result<Vec<ObjectEntry>, RestoreError> {
-    let parsed = patterns
+    let name = |o: &ObjectEntry| o.table.as_deref().and_then(split_qualified);
+    let unmatched: Vec<&str> = patterns
         .iter()
-        .map(|p| TablePattern::parse(p).map_err(|e| RestoreError::Usage(format!("--tables: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let chosen: Vec<ObjectEntry> = manifest
-        .objects_with_role(&ObjectRole::Table)
-        .filter(|o| {
-            parsed.is_empty()
-                || o.table
-                    .as_deref()
-                    .and_then(split_qualified)
-                    .is_some_and(|(s, n)| parsed.iter().any(|p| p.matches(&s, &n)))
+        .filter(|p| {
+            !manifest
+                .objects_with_role(&ObjectRole::Table)
+                .any(|o| name(o).is_some_and(|(s, n)| p.matches(&s, &n)))
         })
-        .cloned()
+        .map(TablePattern::as_str)
         .collect();
-    if !parsed.is_empty() && chosen.is_empty() {
+    if !unmatched.is_empty() {
         return Err(RestoreError::Usage(format!(
             "no table of backup {} matches --tables {}",
             manifest.id,
-            patterns.join(",")
+            unmatched.join(",")
         )));
     }
-    Ok(chosen)
+    Ok(manifest
+        .objects_with_role(&ObjectRole::Table)
+        .filter(|o| {
+            patterns.is_empty()
+                || name(o).is_some_and(|(s, n)| patterns.iter().any(|p| p.matches(&s, &n)))
+        })
+        .cloned()
+        .collect())
 }
 
 /// Stages the schema archive (every byte checked), reads its table of contents, checks it
@@ -371,6 +409,11 @@ async fn plan_export(
         SchemaFrom::Dump => early_post_data(&archive, &tables, !selective).await?,
         SchemaFrom::Migrations => (Vec::new(), BTreeMap::new()),
     };
+    let (keys_kept, foreign_keys_left_out) = if selective && mode == SchemaFrom::Dump {
+        selective_keys(&archive, &tables).await?
+    } else {
+        (BTreeSet::new(), Vec::new())
+    };
     Ok(ExportPlan {
         archive,
         schema_from: mode,
@@ -379,8 +422,40 @@ async fn plan_export(
         selective,
         early,
         post_data,
+        keys_kept,
+        foreign_keys_left_out,
         allow_drift: options.allow_drift,
     })
+}
+
+/// A selective restore with the captured schema recreates the foreign keys between restored
+/// tables and leaves out (naming them) those of restored tables to tables left out.
+async fn selective_keys(
+    archive: &SchemaArchive,
+    tables: &[ObjectEntry],
+) -> Result<(BTreeSet<u32>, Vec<LeftOutKey>), RestoreError> {
+    let entries = toc::parse(&archive.list(true, None).await?);
+    let loaded: BTreeSet<&str> = tables.iter().filter_map(|o| o.table.as_deref()).collect();
+    let mut names = BTreeMap::new();
+    let mut restored = BTreeSet::new();
+    for e in &entries {
+        let Some(("TABLE", rest)) = toc::toc_entry(&e.line) else {
+            continue;
+        };
+        let readings = select::readings(rest);
+        match readings.iter().find(|r| loaded.contains(r.as_str())) {
+            Some(r) => {
+                names.insert(e.id, r.clone());
+                restored.insert(e.id);
+            }
+            None => {
+                if let Some(r) = readings.first() {
+                    names.insert(e.id, r.clone());
+                }
+            }
+        }
+    }
+    Ok(select::split_foreign_keys(&entries, &names, &restored))
 }
 
 /// The post-data entries to build during the load (see `toc::early`; foreign keys only with

@@ -15,6 +15,8 @@ mod manual_restore;
 mod migrate;
 mod packaging;
 mod python_client;
+mod restore_dry_run;
+mod restore_selective;
 mod restore_target;
 mod retention;
 mod snapshot;

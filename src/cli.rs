@@ -66,6 +66,13 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Print the backup's roles and tablespaces (the globals SQL), read and verified
+        #[arg(long, conflicts_with = "json")]
+        globals: bool,
+        /// An age identity file, for --globals of an encrypted backup (repeatable; default:
+        /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
+        #[arg(long, value_name = "FILE", requires = "globals")]
+        identity: Vec<PathBuf>,
     },
     /// Restore a backup into a database: built beside the target and swapped in by renaming,
     /// so a failed restore leaves the target as it was
@@ -120,6 +127,20 @@ pub enum Command {
         /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// Restore only the backup's roles into the server of --target, in one transaction:
+        /// missing roles are created, existing ones left alone, tablespaces skipped
+        #[arg(long, conflicts_with_all = [
+            "clean", "create", "in_place", "keep_old", "no_owner", "schema_from", "tables",
+            "allow_drift", "json",
+        ])]
+        globals_only: bool,
+        /// With --globals-only: also bring existing roles to the backup's attributes,
+        /// settings, memberships and comments (never the role running the restore)
+        #[arg(long, requires = "globals_only")]
+        update_roles: bool,
+        /// With --globals-only: set the backup's role passwords (without it none is set)
+        #[arg(long, requires = "globals_only")]
+        role_passwords: bool,
     },
     /// Re-read backups: check every object's size and sha256, decode it fully, and check the
     /// archive (pg_restore --list) or the row count; exit 1 naming every damaged object

@@ -5,7 +5,7 @@ mod inspect;
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use inspect::{list, show};
+pub use inspect::{list, show, show_globals};
 
 use crate::config::Config;
 use crate::error::{Cancel, UsageError};
@@ -215,6 +215,34 @@ pub async fn restore(
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
     Ok(Ok(restore::apply(&repo, plan, cancel).await?))
+}
+
+/// `pgkeep restore BACKUP --globals-only --target ...`: the backup's roles into the target's
+/// server (see `restore::restore_roles`). Returns what to print: a line per role and note.
+///
+/// # Errors
+/// As `resolve` and `restore::restore_roles`.
+pub async fn restore_roles(
+    config: &Config,
+    job: Option<&str>,
+    backup: &str,
+    options: &restore::RolesOptions,
+    identity: &[std::path::PathBuf],
+    cancel: &Cancel,
+) -> anyhow::Result<String> {
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
+    let manifest = resolve(config, &repo, job, backup).await?;
+    let report = tokio::select! {
+        report = restore::restore_roles(&repo, &manifest, options) => report?,
+        interrupted = cancel.cancelled() => return Err(interrupted.into()),
+    };
+    let mut out = String::new();
+    for line in &report.lines {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(out)
 }
 
 /// `pgkeep prune [--job JOB] [--dry-run]`: applies retention to one job, or to every job with

@@ -16,6 +16,7 @@ mod migrate;
 mod packaging;
 mod python_client;
 mod restore_dry_run;
+mod restore_roles;
 mod restore_selective;
 mod restore_target;
 mod retention;

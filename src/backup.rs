@@ -72,6 +72,8 @@ pub enum BackupCause {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
+    Dump(#[from] source::dump::DumpError),
+    #[error(transparent)]
     Export(#[from] source::export::ExportError),
     #[error(transparent)]
     Commit(#[from] CommitError),
@@ -87,6 +89,7 @@ impl BackupError {
             BackupCause::Pg(e) => e.is_retryable(),
             BackupCause::Store(e) => e.is_retryable(),
             BackupCause::Upload(e) => e.is_retryable(),
+            BackupCause::Dump(e) => e.is_retryable(),
             BackupCause::Export(e) => e.is_retryable(),
             BackupCause::Commit(e) => e.is_retryable(),
             BackupCause::Child(_) | BackupCause::Interrupted(_) => false,
@@ -234,6 +237,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         encoding: None,
         migration_version: None,
         sequences: Vec::new(),
+        tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
         encryption: None,
@@ -243,18 +247,14 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
     match job.kind {
         JobKind::Dump => {
             let dump_name = format!("dump.pgdump{}", job.compression.suffix());
-            let entry = stream_tool(
-                run,
-                &dump_name,
-                ObjectRole::Dump,
-                &pg_dump,
-                &source::pg_dump_args(),
-                &target.child_env(),
-                job,
-            )
-            .await
-            .map_err(dump_fail)?;
-            manifest.objects.push(entry);
+            let dumped = source::dump::run(job, run, &target, &pg_dump, &dump_name)
+                .await
+                .map_err(|e| dump_fail(e.into()))?;
+            manifest.objects.push(dumped.object);
+            manifest.snapshot = Some(dumped.snapshot);
+            manifest.wal_lsn = dumped.wal_lsn.or(manifest.wal_lsn);
+            manifest.tables = dumped.tables;
+            manifest.sequences = dumped.sequences;
         }
         JobKind::Export => {
             let exported = source::export::run(job, run, &target, &pg_dump)

@@ -56,10 +56,16 @@ const PRUNE_SQL: &str = "UPDATE pgkeep.backup_run SET status = 'pruned', recorde
 
 /// pgkeep's own catalog schema (`migrations/` in the source tree), compiled in.
 pub fn migrations() -> Vec<Migration> {
-    const FILES: &[(&str, &str)] = &[(
-        "0001_catalog.sql",
-        include_str!("../migrations/0001_catalog.sql"),
-    )];
+    const FILES: &[(&str, &str)] = &[
+        (
+            "0001_catalog.sql",
+            include_str!("../migrations/0001_catalog.sql"),
+        ),
+        (
+            "0002_history_indexes.sql",
+            include_str!("../migrations/0002_history_indexes.sql"),
+        ),
+    ];
     FILES
         .iter()
         .map(|(file, sql)| Migration::new(file, sql).expect("embedded migration names are valid"))

@@ -2,9 +2,9 @@
 //!
 //! Layers, from the bottom: `store` (objects), `codec`, `transfer` (streams through codec into
 //! or out of a store), `process` (child programs), `pg` (connections, catalog queries),
-//! `manifest` (the format), `repository` (backups in a store: layout, commit, listing,
+//! `digest` (tables' content digests), `manifest` (the format), `repository` (backups in a store: layout, commit, listing,
 //! debris), `schedule`, `retention`, `config`; above them `source`, `backup`, `restore`,
-//! `verify`, `prune`, `migrate`, `catalog`, `check`, `lock`; then `commands` (one function per
+//! `verify`, `drill`, `prune`, `migrate`, `catalog`, `check`, `lock`; then `commands` (one function per
 //! CLI command) and `daemon`.
 
 pub mod backup;
@@ -15,10 +15,12 @@ pub mod commands;
 pub mod config;
 pub mod crypt;
 pub mod daemon;
+pub mod digest;
 pub mod error;
 pub mod human;
 pub mod lock;
 pub mod manifest;
+pub mod marker;
 pub mod migrate;
 pub mod pattern;
 pub mod pg;

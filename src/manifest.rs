@@ -18,6 +18,9 @@ pub use checksum::seal;
 
 /// The manifest's file name inside a backup's directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
+/// The name of a drill record beside a backup's objects (see `repository::DrillRecord`),
+/// which no object may take.
+pub const DRILL_RECORD_NAME: &str = "drill.json";
 /// The manifest format this version writes; readers refuse newer ones.
 pub const FORMAT_VERSION: u32 = 1;
 /// The member holding the manifest's own checksum (`sha256:<hex>` of the canonical form of
@@ -143,7 +146,7 @@ pub struct Manifest {
     /// Whether the cluster's roles were saved, and how.
     pub globals: Globals,
     pub objects: Vec<ObjectEntry>,
-    /// Export backups: the exported snapshot every table was read in.
+    /// The exported snapshot every table was read (an export) or counted (a dump) in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
     /// Export backups: the database encoding the COPY data is in.
@@ -153,9 +156,14 @@ pub struct Manifest {
     /// migrations tracking table that exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration_version: Option<i64>,
-    /// Export backups: every sequence's state, read in the snapshot's transaction.
+    /// Every sequence's state, read in the snapshot's transaction (a dump's own copy of them
+    /// is in the archive; this one is what a drill checks the restore against).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sequences: Vec<SequenceState>,
+    /// Dump backups: every table whose data the dump holds, with its rows counted in the
+    /// dump's snapshot (export backups record their tables in `objects`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableRows>,
     /// Export backups: large objects are not exported; their count is recorded so their
     /// absence is never silent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +188,14 @@ pub struct Encryption {
     pub scheme: String,
     /// Fingerprints of the recipients (not the keys themselves).
     pub recipients: Vec<String>,
+}
+
+/// A table of a dump backup and its rows, as counted in the dump's snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// `"schema"."name"`.
+    pub name: String,
+    pub rows: u64,
 }
 
 /// A materialized view of an export backup's database.
@@ -245,6 +261,10 @@ pub struct ObjectEntry {
     /// Rows in a `table` object (counted from the stream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// For `table` objects: the order-independent digest of the rows as COPY text
+    /// (`xxh3-128-sum:<hex>`, see `digest`), which a drill compares with the restored table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// For `table` objects: every column of the table in the source, in order; the data
     /// holds the non-generated ones, in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -421,6 +441,15 @@ impl Manifest {
         {
             out.push("objects are encrypted but it names no recipients".into());
         }
+        let mut counted = BTreeSet::new();
+        for t in &self.tables {
+            if !counted.insert(t.name.as_str()) {
+                out.push(format!("table {} is counted twice", t.name));
+            }
+        }
+        if !self.tables.is_empty() && self.kind != BackupKind::Dump {
+            out.push("only a dump backup lists counted tables".into());
+        }
         let mut sequences = BTreeSet::new();
         for s in &self.sequences {
             if !sequences.insert(s.name.as_str()) {
@@ -436,6 +465,7 @@ impl Manifest {
 pub fn valid_object_name(name: &str) -> bool {
     !name.is_empty()
         && name != MANIFEST_NAME
+        && name != DRILL_RECORD_NAME
         && !name.starts_with('/')
         && name
             .split('/')

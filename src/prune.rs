@@ -149,6 +149,7 @@ pub async fn prune_job(
         .map(|m| BackupRef {
             id: m.id.clone(),
             started_at: m.started_at,
+            drilled: listing.was_drilled(m),
         })
         .collect();
     report.plan = retention::plan(&refs, &policy, now, timezone);

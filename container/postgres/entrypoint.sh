@@ -2,8 +2,9 @@
 # Entrypoint of container/postgres (see docs/DATABASE.md, "The PostgreSQL container").
 #
 # At first start (an empty PGDATA): initdb (UTF-8, data checksums), the include of
-# /etc/pgkeep-postgres/postgresql.conf, the backup role (pg_read_all_data), optionally an
-# application role and database, then /docker-entrypoint-initdb.d/*.sql and *.sh. At every
+# /etc/pgkeep-postgres/postgresql.conf, pg_stat_statements in the `postgres` database, the
+# backup role (pg_read_all_data), optionally an application role and database and pgkeep's
+# catalog database and role, then /docker-entrypoint-initdb.d/*.sql and *.sh. At every
 # start: the TLS certificate (mounted ones copied into PGDATA, or a self-signed one generated
 # once), its public copy in TLS_EXPORT_DIR, then `exec postgres`.
 #
@@ -12,6 +13,9 @@
 #   BACKUP_ROLE           the backup role's name (default pgkeep_backup)
 #   POSTGRES_DB           a database to create at first start (optional)
 #   APP_ROLE, APP_PASSWORD_FILE  a LOGIN role owning POSTGRES_DB, with CREATEDB (optional)
+#   CATALOG_PASSWORD_FILE a file holding the password of pgkeep's catalog role; set, the
+#                         catalog database and its owner are created (optional)
+#   CATALOG_DB, CATALOG_ROLE     their names (default pgkeep, pgkeep_catalog)
 #   TLS_CERT_FILE, TLS_KEY_FILE  a certificate (chain) and its key to use (optional)
 #   TLS_HOSTNAMES         names and addresses for a generated certificate
 #                         (default "localhost,127.0.0.1"; comma-separated)
@@ -30,8 +34,10 @@ fi
 
 : "${PGDATA:?PGDATA must be set}"
 BACKUP_ROLE="${BACKUP_ROLE:-pgkeep_backup}"
+CATALOG_DB="${CATALOG_DB:-pgkeep}"
+CATALOG_ROLE="${CATALOG_ROLE:-pgkeep_catalog}"
 TLS_EXPORT_DIR="${TLS_EXPORT_DIR:-/var/lib/postgresql/tls}"
-export BACKUP_ROLE
+export BACKUP_ROLE CATALOG_DB CATALOG_ROLE
 
 # A secret file: it must exist, be readable and hold something besides a trailing newline.
 check_secret() {
@@ -42,7 +48,7 @@ check_secret() {
 }
 
 valid_role_name() {
-  [[ "$1" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "$2='$1' is not a role name (lower-case letters, digits and _, up to 63)"
+  [[ "$1" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "$2='$1' is not a valid name (lower-case letters, digits and _, up to 63)"
 }
 
 tls_setup() {
@@ -103,6 +109,16 @@ first_start() {
   if [ -n "${POSTGRES_DB:-}" ]; then
     [[ "$POSTGRES_DB" =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$ ]] || die "POSTGRES_DB='$POSTGRES_DB' is not a database name"
   fi
+  if [ -n "${CATALOG_PASSWORD_FILE:-}" ]; then
+    check_secret CATALOG_PASSWORD_FILE
+    valid_role_name "$CATALOG_ROLE" CATALOG_ROLE
+    valid_role_name "$CATALOG_DB" CATALOG_DB
+    [ "$CATALOG_DB" != "${POSTGRES_DB:-}" ] || die "CATALOG_DB and POSTGRES_DB are both '$CATALOG_DB': the catalog gets a database of its own"
+    for other in "$BACKUP_ROLE" "${APP_ROLE:-}"; do
+      [ "$CATALOG_ROLE" != "$other" ] || die "CATALOG_ROLE='$CATALOG_ROLE' is already another role's name"
+    done
+  fi
+  [ "${APP_ROLE:-}" != "$BACKUP_ROLE" ] || die "APP_ROLE and BACKUP_ROLE are both '$BACKUP_ROLE': the backup role must own nothing"
 
   log "initializing a new cluster in $PGDATA"
   mkdir -p "$PGDATA"
@@ -132,6 +148,7 @@ first_start() {
   psql_local --dbname=postgres <<'SQL'
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
 \getenv backup_role BACKUP_ROLE
 \set backup_password `cat -- "$BACKUP_PASSWORD_FILE"`
 CREATE ROLE :"backup_role" LOGIN PASSWORD :'backup_password';
@@ -140,11 +157,16 @@ COMMENT ON ROLE :"backup_role" IS 'pgkeep backups: reads all data (pg_read_all_d
 \unset backup_password
 SQL
   log "created the backup role $BACKUP_ROLE (LOGIN, pg_read_all_data)"
+  # In `postgres`, where monitoring connects: the view shows every database's statements. Not
+  # in POSTGRES_DB, whose backups would then need a superuser to restore the extension.
+  psql_local --dbname=postgres -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'
+  log "created the extension pg_stat_statements in the database postgres"
   if [ -n "${POSTGRES_DB:-}" ]; then
     export POSTGRES_DB APP_ROLE="${APP_ROLE:-}"
     psql_local --dbname=postgres <<'SQL'
 SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
 \getenv db POSTGRES_DB
 \getenv app_role APP_ROLE
 SELECT :'app_role' <> '' AS has_app_role \gset
@@ -158,6 +180,26 @@ CREATE DATABASE :"db";
 \endif
 SQL
     log "created the database $POSTGRES_DB${APP_ROLE:+ owned by $APP_ROLE (LOGIN, CREATEDB)}"
+  fi
+  if [ -n "${CATALOG_PASSWORD_FILE:-}" ]; then
+    # pgkeep's [catalog] role: it owns its database, so `pgkeep migrate` (or the first backup
+    # recording into it) creates the schema pgkeep and its tables as this role. Nobody else
+    # may connect; grant CONNECT to a reader role (docs/DATABASE.md) when one is wanted.
+    psql_local --dbname=postgres <<'SQL'
+SET log_statement = 'none';
+SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
+\getenv catalog_db CATALOG_DB
+\getenv catalog_role CATALOG_ROLE
+\set catalog_password `cat -- "$CATALOG_PASSWORD_FILE"`
+CREATE ROLE :"catalog_role" LOGIN PASSWORD :'catalog_password';
+\unset catalog_password
+COMMENT ON ROLE :"catalog_role" IS 'pgkeep catalog: owns the catalog database, nothing else';
+CREATE DATABASE :"catalog_db" OWNER :"catalog_role";
+REVOKE ALL ON DATABASE :"catalog_db" FROM PUBLIC;
+COMMENT ON DATABASE :"catalog_db" IS 'pgkeep backup history (schema pgkeep), a mirror of the manifests in storage';
+SQL
+    log "created the catalog database $CATALOG_DB owned by $CATALOG_ROLE (LOGIN)"
   fi
   local f
   for f in /docker-entrypoint-initdb.d/*; do

@@ -284,7 +284,7 @@ impl Runner {
         let started_at = Utc::now();
         let id = manifest::new_id(started_at);
         let cancel = Cancel::new();
-        let run = backup::run_at(job, &s.repo, started_at, &cancel);
+        let run = Box::pin(backup::run_at(job, &s.repo, started_at, &cancel));
         let bounded = async { tokio::time::timeout(job.timeout, run).await.ok() };
         // Dropping the run kills its child processes and aborts its uploads; no manifest is
         // written, as that is the run's last step.

@@ -30,6 +30,7 @@ pub(crate) fn sample() -> Manifest {
                 role: ObjectRole::Schema,
                 table: None,
                 rows: None,
+                digest: None,
                 columns: Vec::new(),
                 compression: ObjectCodec::Gzip,
                 encryption: None,
@@ -42,6 +43,7 @@ pub(crate) fn sample() -> Manifest {
                 role: ObjectRole::Table,
                 table: Some("\"public\".\"film\"".into()),
                 rows: Some(1000),
+                digest: None,
                 columns: vec![Column {
                     name: "title".into(),
                     type_name: "text".into(),
@@ -63,6 +65,7 @@ pub(crate) fn sample() -> Manifest {
             is_called: true,
             owned_by: Some("\"public\".\"film\"".into()),
         }],
+        tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
         encryption: None,

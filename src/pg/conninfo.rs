@@ -129,6 +129,16 @@ impl ConnInfo {
         Ok(ConnInfo { params })
     }
 
+    /// The parameters as a libpq `key='value' ...` string, the password included: for
+    /// handing on to another part of pgkeep, never for showing (`Display` masks it).
+    pub fn to_keywords(&self) -> String {
+        self.params
+            .iter()
+            .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// A parameter as written (not defaulted).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.params.get(key).map(String::as_str)

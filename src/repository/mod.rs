@@ -6,6 +6,7 @@
 
 mod debris;
 mod delete;
+mod drills;
 mod objects;
 mod run;
 
@@ -17,6 +18,7 @@ use tokio::io::AsyncReadExt;
 
 pub use debris::{Orphan, Swept};
 pub use delete::DeleteError;
+pub use drills::{DRILL_RECORD, DrillRecord};
 pub use objects::ObjectProblem;
 pub use run::{CommitError, Run};
 
@@ -81,6 +83,16 @@ pub struct DamagedBackup {
 pub struct Listing {
     pub backups: Vec<Manifest>,
     pub damaged: Vec<DamagedBackup>,
+    /// (job, id) of the committed backups that have a drill record (a drill of them passed).
+    pub drilled: std::collections::BTreeSet<(String, String)>,
+}
+
+impl Listing {
+    /// Whether a drill of `manifest`'s backup passed.
+    pub fn was_drilled(&self, manifest: &Manifest) -> bool {
+        self.drilled
+            .contains(&(manifest.job.clone(), manifest.id.clone()))
+    }
 }
 
 /// What `resolve` found: the backup, and the newer ones of the job it had to pass over because
@@ -159,7 +171,13 @@ impl Repository {
     pub async fn list(&self, job: Option<&str>) -> Result<Listing, RepoError> {
         let prefix = job.map(job_prefix).unwrap_or_default();
         let listed = self.store.list(&prefix).await?;
-        let committed: Vec<(String, String)> = directories(&listed)
+        let dirs = directories(&listed);
+        let drilled = dirs
+            .iter()
+            .filter(|(_, dir)| dir.manifest && dir.drilled)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let committed: Vec<(String, String)> = dirs
             .into_iter()
             .filter(|(_, dir)| dir.manifest)
             .map(|((job, id), _)| (job, id))
@@ -175,7 +193,10 @@ impl Repository {
                 }
             })
             .collect();
-        let mut listing = Listing::default();
+        let mut listing = Listing {
+            drilled,
+            ..Listing::default()
+        };
         let results: Vec<_> = futures::stream::iter(reads)
             .buffered(PARALLEL_READS)
             .collect()
@@ -218,10 +239,15 @@ impl Repository {
     }
 
     async fn read_small(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.read_capped(key, MAX_MANIFEST_BYTES).await
+    }
+
+    /// Reads a small object whole, at most `cap` bytes of it.
+    async fn read_capped(&self, key: &str, cap: u64) -> Result<Vec<u8>, StoreError> {
         let reader = self.store.get(key).await?;
         let mut buf = Vec::new();
         reader
-            .take(MAX_MANIFEST_BYTES)
+            .take(cap)
             .read_to_end(&mut buf)
             .await
             .map_err(|e| StoreError::from_read(key, e))?;
@@ -350,6 +376,8 @@ fn manifest_key(job: &str, id: &str) -> String {
 #[derive(Debug, Default)]
 struct Directory<'a> {
     manifest: bool,
+    /// It holds a drill record.
+    drilled: bool,
     objects: Vec<&'a ObjectMeta>,
 }
 
@@ -367,6 +395,7 @@ fn directories(listed: &[ObjectMeta]) -> BTreeMap<(String, String), Directory<'_
         }
         let dir = dirs.entry((job.to_string(), id.to_string())).or_default();
         dir.manifest |= name == MANIFEST_NAME;
+        dir.drilled |= name == DRILL_RECORD;
         dir.objects.push(o);
     }
     dirs

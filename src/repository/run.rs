@@ -136,6 +136,7 @@ impl Run {
             role,
             table: None,
             rows: None,
+            digest: None,
             columns: Vec::new(),
             compression: ObjectCodec::of(compression),
             encryption: self

@@ -48,6 +48,7 @@ fn manifest_of(run: &Run, objects: Vec<ObjectEntry>) -> Manifest {
         encoding: None,
         migration_version: None,
         sequences: Vec::new(),
+        tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
         encryption: None,

@@ -177,6 +177,7 @@ mod tests {
             role: crate::manifest::ObjectRole::Table,
             table: Some(name.into()),
             rows: Some(0),
+            digest: None,
             columns: Vec::new(),
             compression: crate::manifest::ObjectCodec::None,
             encryption: None,

@@ -125,18 +125,7 @@ pub(super) fn side_name(target: &str, what: &str, suffix: &str) -> String {
 
 /// The marker comment of a database being built by this process.
 pub(super) fn in_progress_comment(backup: &str) -> String {
-    format!(
-        "{IN_PROGRESS} of backup {backup} by pid {} on {} since {}",
-        std::process::id(),
-        hostname(),
-        crate::human::time(chrono::Utc::now())
-    )
-}
-
-pub(super) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    crate::marker::mark(&format!("{IN_PROGRESS} of backup {backup}"))
 }
 
 /// Puts `built` in the place of `target`: ends the target's sessions, then in one transaction
@@ -268,7 +257,6 @@ pub(super) async fn leftovers(
         )
         .await
         .map_err(server.query_error("looking for leftovers of earlier restores"))?;
-    let me = hostname();
     let (mut dead, mut others) = (Vec::new(), Vec::new());
     for r in rows {
         let name: String = r.get(0);
@@ -276,20 +264,8 @@ pub(super) async fn leftovers(
         if !is_side_of(&name, target) {
             continue;
         }
-        let builder_gone = comment
-            .strip_prefix(IN_PROGRESS)
-            .and_then(|rest| {
-                let pid: u32 = rest
-                    .split(" by pid ")
-                    .nth(1)?
-                    .split(' ')
-                    .next()?
-                    .parse()
-                    .ok()?;
-                let host = rest.split(" on ").nth(1)?.split(' ').next()?;
-                Some(host == me && !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            })
-            .unwrap_or(false);
+        let builder_gone =
+            comment.starts_with(IN_PROGRESS) && crate::marker::builder_gone(&comment);
         if builder_gone {
             dead.push(name);
         } else {

@@ -124,6 +124,8 @@ impl Period {
 pub struct BackupRef {
     pub id: String,
     pub started_at: DateTime<Utc>,
+    /// A drill of it passed (it has a drill record).
+    pub drilled: bool,
 }
 
 /// Why a backup is kept.
@@ -138,6 +140,9 @@ pub enum Reason {
     Future,
     /// The newest backup is never deleted, whatever the policy says.
     Newest,
+    /// The newest backup a drill proved restorable is never deleted either: until a newer
+    /// one passes a drill, it is the last backup known to restore.
+    Drilled,
 }
 
 impl fmt::Display for Reason {
@@ -147,6 +152,7 @@ impl fmt::Display for Reason {
             Reason::Period(p, label) => write!(f, "{} {label}", p.name()),
             Reason::Future => f.write_str("dated in the future"),
             Reason::Newest => f.write_str("newest backup"),
+            Reason::Drilled => f.write_str("newest drilled backup"),
         }
     }
 }
@@ -194,7 +200,8 @@ impl RetentionPlan {
 ///
 /// Backups are ordered by start time, then id (ids are start times, so this only breaks
 /// exact ties); within a period the newest is kept. The newest backup is always kept, and
-/// backups dated after `now` are kept without counting against any rule.
+/// backups dated after `now` are kept without counting against any rule; so is the newest
+/// backup that passed a drill.
 pub fn plan(
     backups: &[BackupRef],
     policy: &Retention,
@@ -247,6 +254,13 @@ pub fn plan(
         && newest.reasons.is_empty()
     {
         newest.reasons.push(Reason::Newest);
+    }
+    // So is the newest one that passed a drill (future-dated ones are kept already).
+    if let Some(drilled) = decisions
+        .iter_mut()
+        .find(|d| d.backup.drilled && d.backup.started_at <= now)
+    {
+        drilled.reasons.push(Reason::Drilled);
     }
     RetentionPlan { decisions }
 }

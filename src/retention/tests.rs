@@ -27,6 +27,7 @@ fn at(s: &str) -> BackupRef {
     BackupRef {
         id: crate::manifest::new_id(t),
         started_at: t,
+        drilled: false,
     }
 }
 
@@ -266,10 +267,12 @@ fn ties_in_a_period_keep_the_newest_and_exact_ties_break_on_id() {
     let first = BackupRef {
         id: "20261120T030000.000Z".into(),
         started_at: same,
+        drilled: false,
     };
     let second = BackupRef {
         id: "20261120T030000.000Z-b".into(),
         started_at: same,
+        drilled: false,
     };
     let earlier = at("2026-11-20T02:59:59.999Z");
     for input in [
@@ -351,6 +354,7 @@ fn the_newest_backup_is_kept_by_every_policy() {
             BackupRef {
                 id: crate::manifest::new_id(t),
                 started_at: t,
+                drilled: false,
             }
         })
         .collect();
@@ -405,4 +409,47 @@ fn only_future_backups_are_all_kept() {
     let backups = [at("2027-03-01T00:00:00Z"), at("2027-02-01T00:00:00Z")];
     let p = plan(&backups, &policy(|r| r.keep_last = Some(1)), now(), Tz::UTC);
     assert_eq!(p.kept().count(), 2);
+}
+
+#[test]
+fn the_newest_drilled_backup_is_kept_whatever_the_rules_say() {
+    let drilled = |s: &str| BackupRef {
+        drilled: true,
+        ..at(s)
+    };
+    let backups = vec![
+        at("2026-11-20T03:00:00Z"),
+        at("2026-11-19T03:00:00Z"),
+        drilled("2026-11-18T03:00:00Z"),
+        drilled("2026-11-17T03:00:00Z"),
+        at("2026-11-16T03:00:00Z"),
+    ];
+    let p = plan(&backups, &policy(|r| r.keep_last = Some(1)), now(), Tz::UTC);
+    assert_eq!(
+        summary(&p),
+        [
+            ("2026-11-20T03:00:00+00:00", "last 1"),
+            ("2026-11-19T03:00:00+00:00", "DELETE"),
+            ("2026-11-18T03:00:00+00:00", "newest drilled backup"),
+            ("2026-11-17T03:00:00+00:00", "DELETE"),
+            ("2026-11-16T03:00:00+00:00", "DELETE"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // A drilled backup a rule keeps anyway says both.
+    let p = plan(&backups, &policy(|r| r.keep_last = Some(3)), now(), Tz::UTC);
+    assert_eq!(
+        summary(&p)[2].1,
+        "last 3, newest drilled backup",
+        "{:?}",
+        summary(&p)
+    );
+    // The newest backup itself drilled: one decision carries both reasons.
+    let p = plan(
+        &[drilled("2026-11-20T03:00:00Z"), at("2026-11-19T03:00:00Z")],
+        &policy(|r| r.keep_daily = Some(1)),
+        now(),
+        Tz::UTC,
+    );
+    assert_eq!(kept(&p), ["2026-11-20T03:00:00+00:00"]);
 }

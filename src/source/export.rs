@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use tokio::sync::Mutex;
@@ -12,6 +11,7 @@ use tokio_postgres::Client;
 use tokio_util::io::StreamReader;
 
 use crate::config::Job;
+use crate::digest::{RowDigest, TableDigest};
 use crate::manifest::{
     Column, LargeObjects, MaterializedView, ObjectEntry, ObjectRole, SequenceState,
 };
@@ -20,14 +20,8 @@ use crate::pg::{DbError, PgError, Target};
 use crate::process::{ChildError, Running, Tool};
 use crate::repository::Run;
 use crate::source::selected;
+use crate::source::snapshot::{SESSION_SETUP, Snapshot};
 use crate::transfer::UploadError;
-
-/// Session settings that make COPY's text output exact and independent of the server's
-/// configuration (the same ones pg_dump uses).
-const SESSION_SETUP: &str = "SET row_security = off; SET extra_float_digits = 3; \
-     SET DateStyle = ISO; SET IntervalStyle = postgres; SET TimeZone = 'UTC'; \
-     SET bytea_output = hex; SET client_encoding = 'UTF8'; SET statement_timeout = 0; \
-     SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0";
 
 /// Most COPY rows handed on to the compressor as one buffer.
 const COPY_BATCH: usize = 256;
@@ -96,36 +90,12 @@ pub async fn run(
     pg_dump: &Tool,
 ) -> Result<Exported, ExportError> {
     let id = run.id();
-    let pg = |what: &'static str| {
-        let t = target.describe();
-        move |e: tokio_postgres::Error| PgError::query(what, &t, e)
-    };
-    let coordinator = target.connect().await?;
-    coordinator
-        .batch_execute(SESSION_SETUP)
-        .await
-        .map_err(pg("setting up the session"))?;
-    coordinator
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(pg("starting the snapshot transaction"))?;
-    let row = coordinator
-        .query_one(
-            "SELECT pg_export_snapshot(), CASE WHEN pg_is_in_recovery() \
-             THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END",
-            &[],
-        )
-        .await
-        .map_err(pg("exporting the snapshot"))?;
-    let snapshot: String = row.get(0);
-    let wal_lsn: Option<String> = row.get(1);
-
-    let tables = select_tables(job, introspect::data_tables(&coordinator).await?)?;
-    lock_tables(&coordinator, &tables)
-        .await
-        .map_err(pg("locking the tables"))?;
-    let sequences = read_sequences(&coordinator).await?;
-    let lo_count = introspect::large_object_count(&coordinator).await?;
+    let snapshot = Snapshot::take(target).await?;
+    let coordinator = &snapshot.client;
+    let tables = select_tables(job, introspect::data_tables(coordinator).await?)?;
+    snapshot.lock(&tables).await?;
+    let sequences = snapshot.sequences().await?;
+    let lo_count = introspect::large_object_count(coordinator).await?;
     let large_objects = (lo_count > 0).then(|| {
         tracing::warn!(job = %job.name, count = lo_count, "large objects are not included in export backups");
         LargeObjects {
@@ -133,7 +103,7 @@ pub async fn run(
             included: false,
         }
     });
-    let materialized_views = introspect::materialized_views(&coordinator)
+    let materialized_views = introspect::materialized_views(coordinator)
         .await?
         .into_iter()
         .map(|m| MaterializedView {
@@ -142,30 +112,27 @@ pub async fn run(
         })
         .collect();
     let migration_version = match &job.export.migrations {
-        Some(m) => introspect::migration_version(&coordinator, &m.table).await?,
+        Some(m) => introspect::migration_version(coordinator, &m.table).await?,
         None => None,
     };
-    tracing::info!(job = %job.name, backup = %id, snapshot = %snapshot, tables = tables.len(),
+    tracing::info!(job = %job.name, backup = %id, snapshot = %snapshot.id, tables = tables.len(),
         workers = job.export.parallel, "exporting tables in one snapshot");
 
     let schema_name = format!("schema.pgdump{}", job.compression.suffix());
-    let schema = capture_schema(job, run, target, pg_dump, &snapshot, &schema_name);
-    let data = export_tables(job, run, target, &snapshot, tables);
+    let schema = capture_schema(job, run, target, pg_dump, &snapshot.id, &schema_name);
+    let data = export_tables(job, run, target, &snapshot.id, tables);
     let (schema, data) = tokio::join!(schema, data);
     let schema = schema?;
     let mut tables = data?;
 
-    // The snapshot must have been held for the whole run: a dead coordinator fails it.
-    coordinator
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| ExportError::Coordinator(DbError(e)))?;
+    let (snapshot_id, wal_lsn) = (snapshot.id.clone(), snapshot.wal_lsn.clone());
+    snapshot.release().await.map_err(ExportError::Coordinator)?;
 
     tables.sort_by_key(|(index, _)| *index);
     let mut objects = vec![schema];
     objects.extend(tables.into_iter().map(|(_, o)| o));
     Ok(Exported {
-        snapshot,
+        snapshot: snapshot_id,
         wal_lsn,
         objects,
         sequences,
@@ -194,33 +161,6 @@ fn select_tables(job: &Job, all: Vec<TableInfo>) -> Result<Vec<TableInfo>, Expor
         return Err(ExportError::NothingSelected);
     }
     Ok(chosen)
-}
-
-async fn lock_tables(client: &Client, tables: &[TableInfo]) -> Result<(), tokio_postgres::Error> {
-    for chunk in tables.chunks(500) {
-        let names: Vec<String> = chunk.iter().map(TableInfo::qualified).collect();
-        client
-            .batch_execute(&format!(
-                "LOCK TABLE {} IN ACCESS SHARE MODE",
-                names.join(", ")
-            ))
-            .await?;
-    }
-    Ok(())
-}
-
-async fn read_sequences(client: &Client) -> Result<Vec<SequenceState>, ExportError> {
-    let mut out = Vec::new();
-    for seq in introspect::sequences(client).await? {
-        let (last_value, is_called) = introspect::sequence_state(client, &seq.name).await?;
-        out.push(SequenceState {
-            name: seq.name,
-            last_value,
-            is_called,
-            owned_by: seq.owned_by,
-        });
-    }
-    Ok(out)
 }
 
 /// pg_dump --schema-only in the exported snapshot.
@@ -305,7 +245,8 @@ async fn worker_connection(target: &Target, snapshot: &str) -> Result<Client, Ex
     Ok(client)
 }
 
-/// One table: COPY TO STDOUT, rows counted from the stream (one `\n` per row in text format).
+/// One table: COPY TO STDOUT, rows counted and digested from the stream (one `\n` per row in
+/// text format).
 async fn export_table(
     client: &Client,
     job: &Job,
@@ -325,8 +266,9 @@ async fn export_table(
         table: qualified.clone(),
         source: DbError(e),
     })?;
-    let rows = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&rows);
+    // The rows are counted and digested as they pass (see `digest`).
+    let digest = Arc::new(std::sync::Mutex::new(RowDigest::new()));
+    let digesting = Arc::clone(&digest);
     // COPY yields one message per row: rows already received travel on together, so the
     // compressor's reads (each a trip through the runtime) come in batches, not per row.
     let bytes = stream
@@ -337,8 +279,10 @@ async fn export_table(
             for row in batch {
                 joined.extend_from_slice(&row.map_err(copy_read_error)?);
             }
-            let n = memchr::memchr_iter(b'\n', &joined).count() as u64;
-            counter.fetch_add(n, Ordering::Relaxed);
+            digesting
+                .lock()
+                .expect("only this stream digests the table")
+                .update(&joined);
             Ok::<_, std::io::Error>(joined.freeze())
         })
         .boxed();
@@ -358,10 +302,16 @@ async fn export_table(
         )
         .await
         .map_err(fail)?;
-    let rows = rows.load(Ordering::Relaxed);
+    let TableDigest { rows, digest } = std::mem::take(
+        &mut *digest
+            .lock()
+            .expect("the stream has ended: nothing else holds the digest"),
+    )
+    .finish();
     tracing::debug!(table = %qualified, rows, bytes = entry.stored_bytes, "table exported");
     entry.table = Some(qualified);
     entry.rows = Some(rows);
+    entry.digest = Some(digest);
     entry.columns = table
         .columns
         .iter()

@@ -1,7 +1,9 @@
 //! What a backup reads: `pg_dump` and `pg_dumpall` child processes streaming their output, and
 //! the per-table COPY export (see `export`).
 
+pub mod dump;
 pub mod export;
+pub mod snapshot;
 pub use crate::pattern::{TablePattern, selected};
 
 /// Arguments for a custom-format dump whose compression pgkeep does itself; the database and

@@ -117,6 +117,8 @@ pub struct Cluster {
     /// Write end of the supervisor's stdin: closing it (at process exit) tears the cluster down.
     _supervisor: ChildStdin,
     counter: AtomicU64,
+    /// The `-c` settings the server was started with ([`Cluster::start_with`]).
+    settings: Vec<String>,
     pagila_template: tokio::sync::OnceCell<String>,
     torture_template: tokio::sync::OnceCell<String>,
 }

@@ -14,7 +14,7 @@ async fn catalog_db(prefix: &str) -> (String, tokio_postgres::Client) {
     let c = cluster();
     let db = c.create_db(prefix).await;
     let mut client = c.connect(&db).await;
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(1));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(2));
     (db, client)
 }
 
@@ -48,7 +48,8 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         .await
         .expect_code(0);
     assert!(
-        run.stdout.contains("applied 0001_catalog.sql"),
+        run.stdout.contains("applied 0001_catalog.sql")
+            && run.stdout.contains("applied 0002_history_indexes.sql"),
         "{}",
         run.stdout
     );
@@ -63,7 +64,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         pgkeep::migrate::current_version(&client, CATALOG_MIGRATIONS_TABLE)
             .await
             .unwrap(),
-        Some(1)
+        Some(2)
     );
     for t in [
         "pgkeep.backup_run",
@@ -80,7 +81,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         assert!(found, "{t}");
     }
     // The library's prepare agrees with the CLI's run.
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(1));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

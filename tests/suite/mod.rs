@@ -1,10 +1,12 @@
 //! The integration test modules.
 
 mod catalog;
+mod catalog_plans;
 mod check;
 mod config;
 mod daemon;
 pub mod damage;
+mod database_guide;
 mod dump;
 mod encryption;
 mod export;

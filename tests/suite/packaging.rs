@@ -6,9 +6,11 @@
 //! `scripts/test-deps.sh` installs them all. `PGKEEP_TEST_REQUIRE_PODMAN=1` turns a missing
 //! podman into a failure.
 
+mod compose_credentials;
 mod image;
 mod podman;
 mod postgres_image;
+mod postgres_image_checks;
 mod systemd_run;
 
 use std::os::unix::fs::MetadataExt as _;
@@ -210,6 +212,7 @@ fn shell_scripts_have_no_shellcheck_findings() {
     };
     let scripts = [
         "container/postgres/entrypoint.sh",
+        "container/compose/make-secrets.sh",
         "scripts/test-deps.sh",
         "scripts/container-base-image.sh",
         ".ci/run",
@@ -233,30 +236,106 @@ fn env_file(path: &Path) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// The Compose example's pieces agree: pgkeep's config loads and validates, uses the bucket,
-/// region and key Garage is started with, listens where the image's health check asks, and
-/// reaches container/postgres as its backup role over verify-full TLS.
+/// `container/compose/make-secrets.sh DIR`; its output whatever the status.
+fn make_secrets(dir: &Path) -> Output {
+    Command::new("bash")
+        .arg(repo().join("container/compose/make-secrets.sh"))
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running make-secrets.sh")
+}
+
+/// The Compose example's pieces agree: the secrets make-secrets.sh generates are the files
+/// compose.yaml mounts, random and private; pgkeep's config loads and validates, uses the
+/// bucket, region and key Garage is started with, listens where the image's health check asks,
+/// and reaches container/postgres as its backup role, and its catalog as the catalog role,
+/// over verify-full TLS.
 #[test]
 fn compose_example_is_consistent() {
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = repo().join("container/compose");
+    let work = tempfile::tempdir().expect("tempdir");
+    let secrets = work.path().join("secrets");
+    let out = make_secrets(&secrets);
+    assert!(out.status.success(), "make-secrets.sh: {}", text(&out));
+    let mode = |f: &str| {
+        std::fs::metadata(secrets.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(""), 0o700);
+    for (file, expected) in [
+        ("backup-password", 0o644),
+        ("app-password", 0o644),
+        ("catalog-password", 0o644),
+        ("s3-credentials", 0o644),
+        ("garage-rpc-secret", 0o600),
+        ("garage.env", 0o600),
+    ] {
+        assert_eq!(mode(file), expected, "{file}");
+    }
+    let read = |f: &str| std::fs::read_to_string(secrets.join(f)).expect("a secret");
+    let passwords: Vec<String> = ["backup-password", "app-password", "catalog-password"]
+        .iter()
+        .map(|f| read(f).trim().to_string())
+        .collect();
+    assert!(
+        passwords.iter().all(|p| p.len() == 48) && passwords[0] != passwords[1],
+        "{passwords:?}"
+    );
+    // A second run never overwrites what a database was initialised with.
+    let again = make_secrets(&secrets);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not overwriting any secret"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(read("backup-password").trim(), passwords[0]);
+
     // Validation reads password_file, which Compose mounts at /run/secrets/: point it at the
-    // file Compose mounts there, the way an environment override would.
-    let overrides = std::collections::HashMap::from([(
-        "PGKEEP_JOBS__APP__PASSWORD_FILE".to_string(),
-        dir.join("backup-password").display().to_string(),
-    )]);
+    // generated files, the way environment overrides would.
+    let overrides = std::collections::HashMap::from([
+        (
+            "PGKEEP_JOBS__APP__PASSWORD_FILE".to_string(),
+            secrets.join("backup-password").display().to_string(),
+        ),
+        (
+            "PGKEEP_CATALOG__PASSWORD_FILE".to_string(),
+            secrets.join("catalog-password").display().to_string(),
+        ),
+    ]);
     let compose = std::fs::read_to_string(repo().join("container/compose.yaml")).expect("compose");
     let config = pgkeep::config::load_from(Some(&dir.join("pgkeep.toml")), &overrides)
         .expect("container/compose/pgkeep.toml loads and validates");
-    let env = env_file(&dir.join("s3.env"));
+    let env = env_file(&secrets.join("garage.env"));
     assert_eq!(
         config.storage.url,
         format!("s3://{}/compose", env["GARAGE_DEFAULT_BUCKET"])
     );
-    assert_eq!(env["AWS_ACCESS_KEY_ID"], env["GARAGE_DEFAULT_ACCESS_KEY"]);
+    let credentials = read("s3-credentials");
     assert_eq!(
-        env["AWS_SECRET_ACCESS_KEY"],
-        env["GARAGE_DEFAULT_SECRET_KEY"]
+        credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            env["GARAGE_DEFAULT_ACCESS_KEY"], env["GARAGE_DEFAULT_SECRET_KEY"]
+        )
+    );
+    let key_id = &env["GARAGE_DEFAULT_ACCESS_KEY"];
+    assert!(
+        key_id.len() == 26 && key_id.starts_with("GK"),
+        "Garage wants GK + 24 hex digits: {key_id}"
+    );
+    // No password or key in the Compose file's environment, only files.
+    for secret in passwords.iter().chain([&env["GARAGE_DEFAULT_SECRET_KEY"]]) {
+        assert!(!compose.contains(secret.as_str()));
+    }
+    assert!(
+        !compose.contains("AWS_SECRET_ACCESS_KEY") && !compose.contains("GARAGE_RPC_SECRET:"),
+        "a secret set through the environment in compose.yaml"
     );
     let garage = std::fs::read_to_string(dir.join("garage.toml")).expect("garage.toml");
     let region = config.storage.s3.region.as_deref().expect("a region");
@@ -308,24 +387,64 @@ fn compose_example_is_consistent() {
         );
     }
     assert_eq!(
-        job.password_file.as_deref(),
-        Some(dir.join("backup-password").as_path())
-    );
-    assert_eq!(
         compose_env("BACKUP_PASSWORD_FILE"),
         "/run/secrets/backup_password"
     );
-    for path in [
-        "compose/pgkeep.toml",
-        "compose/garage.toml",
-        "compose/s3.env",
-        "compose/backup-password",
-        "compose/app-password",
-    ] {
+    // The catalog: the database the db container creates, as the role it creates, over TLS.
+    let catalog = &config.catalog.as_ref().expect("a [catalog]").database;
+    assert_eq!(
+        catalog.get("user"),
+        Some(compose_env("CATALOG_ROLE").as_str())
+    );
+    assert_eq!(
+        catalog.get("dbname"),
+        Some("pgkeep"),
+        "CATALOG_DB's default"
+    );
+    assert_eq!(catalog.get("sslmode"), Some("verify-full"));
+    assert_eq!(catalog.get("sslrootcert"), Some(rootcert));
+    assert_eq!(
+        compose_env("CATALOG_PASSWORD_FILE"),
+        "/run/secrets/catalog_password"
+    );
+    assert_eq!(
+        compose_env("AWS_SHARED_CREDENTIALS_FILE"),
+        "/run/secrets/s3_credentials"
+    );
+    assert_eq!(
+        compose_env("GARAGE_RPC_SECRET_FILE"),
+        "/run/secrets/garage_rpc_secret"
+    );
+    for path in ["compose/pgkeep.toml", "compose/garage.toml"] {
         assert!(compose.contains(path), "compose.yaml does not use {path}");
         assert!(
             repo().join("container").join(path).is_file(),
             "{path} is missing"
         );
     }
+    // Every secret file compose.yaml mounts is one make-secrets.sh writes, and the reverse.
+    let mounted: std::collections::BTreeSet<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("file: compose/secrets/"))
+        .chain(
+            compose
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("env_file: compose/secrets/"))
+                .map(|l| l.split_whitespace().next().unwrap_or_default()),
+        )
+        .collect();
+    let generated: std::collections::BTreeSet<String> = std::fs::read_dir(&secrets)
+        .expect("the secrets")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(
+        mounted,
+        generated.iter().map(String::as_str).collect(),
+        "compose.yaml's secret files and make-secrets.sh's"
+    );
 }

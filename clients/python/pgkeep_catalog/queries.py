@@ -1,5 +1,6 @@
 """The catalog queries: parameterised, explicit column lists, each served by an index of
-`migrations/0001_catalog.sql` (docs/DATABASE.md shows their plans)."""
+`migrations/0001_catalog.sql` or `0002_history_indexes.sql` (docs/DATABASE.md shows their
+plans)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ LAST_FAILURES_SQL = (
     "FROM pgkeep.backup_run WHERE status = 'failed' ORDER BY job, started_at DESC"
 )
 
-#: One job's runs, newest first: the job's rows through the unique index
-#: `backup_run_job_backup_id_key (job, backup_id)`, each run's object count through the primary
-#: key `backup_object_pkey (run_id, key)`. The manifest only when asked for.
+#: One job's runs, newest first: the first `limit` entries of the job's range of
+#: `backup_run_job_started_idx (job, started_at DESC, run_id DESC)`, in order (no sort), each
+#: run's object count through the primary key `backup_object_pkey (run_id, key)`. The manifest
+#: only when asked for.
 HISTORY_SQL = (
     "SELECT r.run_id, r.job, r.backup_id, r.kind, r.status, r.started_at, r.finished_at, "
     "r.stored_bytes, r.server_version, r.error, "
@@ -40,7 +42,8 @@ HISTORY_SQL = (
     "ORDER BY r.started_at DESC, r.run_id DESC LIMIT %(limit)s"
 )
 
-#: The newest verification (of one job's backups, or of any).
+#: The newest verification (of one job's backups, or of any): the first entries of
+#: `verification_started_idx (started_at DESC, verification_id DESC)`.
 LAST_VERIFICATION_SQL = (
     "SELECT r.job, r.backup_id, v.status, v.started_at, v.finished_at, v.damaged_objects, v.error "
     "FROM pgkeep.verification v JOIN pgkeep.backup_run r ON r.run_id = v.run_id "
@@ -48,7 +51,8 @@ LAST_VERIFICATION_SQL = (
     "ORDER BY v.started_at DESC, v.verification_id DESC LIMIT 1"
 )
 
-#: The newest restore (of one job's backups, or of any).
+#: The newest restore (of one job's backups, or of any): the first entries of
+#: `restore_run_started_idx (started_at DESC, restore_id DESC)`.
 LAST_RESTORE_SQL = (
     "SELECT r.job, r.backup_id, x.target, x.status, x.started_at, x.finished_at, x.error "
     "FROM pgkeep.restore_run x JOIN pgkeep.backup_run r ON r.run_id = x.run_id "

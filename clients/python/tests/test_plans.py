@@ -55,7 +55,17 @@ def test_queries_use_their_indexes(populated: Populated, scratch_catalog: str) -
         "SELECT 'job' || (g % 20), 'dump', 'failed', t, t + interval '1 minute', 'boom ' || g "
         "  FROM generate_series(1, 500) g, "
         "       LATERAL (SELECT timestamptz '2024-01-01 00:30Z' + g * interval '10 hours' AS t) x;"
-        "ANALYZE pgkeep.backup_run; ANALYZE pgkeep.backup_object;",
+        "INSERT INTO pgkeep.verification (run_id, status, started_at, finished_at) "
+        "SELECT run_id, 'ok', finished_at, finished_at + interval '5 minutes' "
+        "  FROM pgkeep.backup_run WHERE job ~ '^job[0-9]+$' AND status = 'committed' "
+        "   AND run_id % 10 = 0;"
+        "INSERT INTO pgkeep.restore_run (run_id, target, status, started_at, finished_at) "
+        "SELECT run_id, 'postgres@scratch:5432/drill', 'succeeded', finished_at, "
+        "       finished_at + interval '9 minutes' "
+        "  FROM pgkeep.backup_run WHERE job ~ '^job[0-9]+$' AND status = 'committed' "
+        "   AND run_id % 40 = 0;"
+        "ANALYZE pgkeep.backup_run; ANALYZE pgkeep.backup_object; "
+        "ANALYZE pgkeep.verification; ANALYZE pgkeep.restore_run;",
     )
     conn = c.admin(scratch_catalog)
     try:
@@ -69,7 +79,17 @@ def test_queries_use_their_indexes(populated: Populated, scratch_catalog: str) -
                 "history": (
                     queries.HISTORY_SQL,
                     {"job": "job7", "limit": 20, "with_manifest": False},
-                    "backup_run_job_backup_id_key",
+                    "backup_run_job_started_idx",
+                ),
+                "last verification": (
+                    queries.LAST_VERIFICATION_SQL,
+                    {"job": None},
+                    "verification_started_idx",
+                ),
+                "last restore": (
+                    queries.LAST_RESTORE_SQL,
+                    {"job": None},
+                    "restore_run_started_idx",
                 ),
             }
             for what, (sql, params, index) in cases.items():
@@ -84,6 +104,15 @@ def test_queries_use_their_indexes(populated: Populated, scratch_catalog: str) -
             )
             plan = cur.fetchone()[0]
             assert "backup_object_pkey" in indexes(plan), node_types(plan)
+            # Migration 0002's indexes return the rows in the queries' order: no sort.
+            for what in ("history", "last verification", "last restore"):
+                sql, params, _ = cases[what]
+                cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+                plan = cur.fetchone()[0]
+                assert not any(n.startswith("Sort ") for n in node_types(plan)), (
+                    what,
+                    node_types(plan),
+                )
     finally:
         conn.close()
 

@@ -95,3 +95,25 @@ fn env_defaults_fill_only_unset_params() {
     assert_eq!(child.get("PGDATABASE").map(String::as_str), Some("app"));
     assert_eq!(child.get("PGHOST").map(String::as_str), Some("h"));
 }
+
+#[test]
+fn keywords_render_back_to_the_same_parameters() {
+    let c = ConnInfo::parse(
+        "postgres://u%20x:p%27w%5Cd@db.example:6432/my%20db?sslmode=verify-full&application_name=a'b",
+    )
+    .unwrap();
+    let again = ConnInfo::parse(&c.to_keywords()).unwrap();
+    for key in [
+        "user",
+        "password",
+        "host",
+        "port",
+        "dbname",
+        "sslmode",
+        "application_name",
+    ] {
+        assert_eq!(again.get(key), c.get(key), "{key}");
+    }
+    assert_eq!(again.get("password"), Some("p'w\\d"));
+    assert_eq!(again.get("dbname"), Some("my db"));
+}

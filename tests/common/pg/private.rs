@@ -38,9 +38,9 @@ impl Cluster {
             &dir,
             self.port,
             owner,
-            &dir.join("server.crt"),
-            &dir.join("server.key"),
+            (&dir.join("server.crt"), &dir.join("server.key")),
             &dir.join("server.log"),
+            &self.settings.iter().map(String::as_str).collect::<Vec<_>>(),
         )
         .expect("restarting the server");
         assert!(

@@ -96,6 +96,13 @@ pub(super) enum StartOutcome {
 
 impl Cluster {
     pub(super) fn start() -> Result<Cluster, String> {
+        Self::start_with(&[])
+    }
+
+    /// A cluster of the caller's own, set up like the shared one plus `settings` (`name=value`,
+    /// passed as `-c`): for a test that changes server settings or needs a library preloaded.
+    /// Stopped and removed when dropped (or when the process exits).
+    pub fn start_with(settings: &[&str]) -> Result<Cluster, String> {
         let t0 = Instant::now();
         let owner = server_owner()?;
         let bin_dir = PathBuf::from(BIN_DIR);
@@ -182,7 +189,7 @@ impl Cluster {
         let mut cluster = None;
         for _attempt in 0..10 {
             let port = free_port()?;
-            match Self::start_server(&bin_dir, &dir, port, owner, &cert, &key, &log)? {
+            match Self::start_server(&bin_dir, &dir, port, owner, (&cert, &key), &log, settings)? {
                 StartOutcome::Ready => {
                     cluster = Some(Cluster {
                         dir: dir.clone(),
@@ -190,6 +197,7 @@ impl Cluster {
                         bin_dir: bin_dir.clone(),
                         _supervisor: supervisor_stdin,
                         counter: AtomicU64::new(0),
+                        settings: settings.iter().map(|s| (*s).to_string()).collect(),
                         pagila_template: tokio::sync::OnceCell::new(),
                         torture_template: tokio::sync::OnceCell::new(),
                     });
@@ -227,9 +235,9 @@ impl Cluster {
         dir: &Path,
         port: u16,
         owner: Option<(u32, u32)>,
-        cert: &Path,
-        key: &Path,
+        (cert, key): (&Path, &Path),
         log: &Path,
+        settings: &[&str],
     ) -> Result<StartOutcome, String> {
         let data = dir.join("data");
         let log_file = fs::OpenOptions::new()
@@ -274,6 +282,7 @@ impl Cluster {
                 "-c",
                 "log_line_prefix=%m [%p] %q%u@%d ",
             ])
+            .args(settings.iter().flat_map(|s| ["-c", s]))
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)

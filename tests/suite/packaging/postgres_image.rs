@@ -1,15 +1,18 @@
 //! The PostgreSQL image (container/postgres) built and run for real: first start creates the
-//! cluster, a self-signed certificate, the backup role and the application database; pgkeep
-//! then backs it up over `verify-full` TLS as the backup role, and the backup restores; a
-//! connection without TLS, the superuser over the network and a wrong password are refused; a
-//! restart keeps the certificate; a missing secret stops the first start with one line, and a
-//! first start that failed half-way is refused at the next one.
+//! cluster, a self-signed certificate, the backup role, the application database and pgkeep's
+//! catalog database; its settings and pg_stat_statements are checked (`postgres_image_checks`);
+//! pgkeep migrates the catalog as its role and backs the database up over `verify-full` TLS as
+//! the backup role, recording the run into the catalog, and the backup restores; a connection
+//! without TLS, the superuser over the network and a wrong password are refused; a restart
+//! keeps the certificate; a missing secret stops the first start with one line, and a first
+//! start that failed half-way is refused at the next one.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::podman::{BASE_IMAGE, Podman, unique};
+use super::postgres_image_checks::{self as checks, CATALOG_PASSWORD};
 use super::{repo, text};
 use crate::common::cli::Pgkeep;
 use crate::common::pg::cluster;
@@ -20,7 +23,11 @@ const SEED_ROWS: i64 = 1000;
 
 /// `psql -XAt -c SQL` from the host against the container, with `PGPASSWORD`; the output
 /// whatever the status.
-async fn host_psql(url: &str, password: Option<&str>, sql: &str) -> std::process::Output {
+pub(super) async fn host_psql(
+    url: &str,
+    password: Option<&str>,
+    sql: &str,
+) -> std::process::Output {
     let mut cmd = cluster().command("psql");
     cmd.args([
         "-X",
@@ -125,6 +132,10 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
         &format!("{BACKUP_PASSWORD}\n"),
     );
     write_private(&secrets.join("app-password"), "app pw\n");
+    write_private(
+        &secrets.join("catalog-password"),
+        &format!("{CATALOG_PASSWORD}\n"),
+    );
     std::fs::write(
         initdb.join("10-seed.sql"),
         format!(
@@ -163,6 +174,8 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
                 "APP_ROLE=app",
                 "-e",
                 "APP_PASSWORD_FILE=/run/secrets/app-password",
+                "-e",
+                "CATALOG_PASSWORD_FILE=/run/secrets/catalog-password",
                 "-v",
                 &secrets_mount,
                 "-v",
@@ -189,6 +202,7 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
     podman
         .run_ok(&["healthcheck", "run", &name], Duration::from_secs(30))
         .await;
+    checks::settings_and_pg_stat_statements(&podman, &name).await;
 
     // Inside, through the local socket: the roles as the image promises them.
     let inside = podman
@@ -201,11 +215,13 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
                 "-c",
                 "SELECT rolname, rolsuper, rolpassword IS NULL, rolpassword LIKE 'SCRAM-SHA-256$%', \
                         pg_has_role(rolname, 'pg_read_all_data', 'member'), rolcreatedb \
-                   FROM pg_authid WHERE rolname IN ('postgres', 'pgkeep_backup', 'app') ORDER BY 1",
+                   FROM pg_authid WHERE rolname IN ('postgres', 'pgkeep_backup', 'app', 'pgkeep_catalog') \
+                  ORDER BY 1",
                 "-c",
                 "SHOW data_checksums",
                 "-c",
-                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'",
+                "SELECT datname, pg_get_userbyid(datdba), datacl::text FROM pg_database \
+                  WHERE datname IN ('app', 'pgkeep') ORDER BY 1",
             ],
             Duration::from_secs(30),
         )
@@ -217,9 +233,11 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
         [
             "app|f|f|t|f|t",
             "pgkeep_backup|f|f|t|t|f",
+            "pgkeep_catalog|f|f|t|f|f",
             "postgres|t|t||t|t",
             "on",
-            "app",
+            "app|app|",
+            "pgkeep|pgkeep_catalog|{pgkeep_catalog=CTc/pgkeep_catalog}",
         ],
         "{}",
         text(&inside)
@@ -286,18 +304,25 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
     // pgkeep backs up through verify-full as the backup role, its password from a file.
     // PGPASSWORD is the application role's, for the restore below; the job's password_file
     // comes first for the backup.
+    // The catalog: pgkeep migrate creates it as its role; the backup records into it.
     let p = Pgkeep::with_config("").env("PGPASSWORD", "app pw");
     let store = p.dir.path().join("backups");
+    let catalog_url = tls_url("pgkeep_catalog", "localhost").replace("/app?", "/pgkeep?");
+    checks::catalog_is_private(&tls_url("app", "127.0.0.1").replace("/app?", "/pgkeep?")).await;
+    checks::migrate_catalog(&p, &catalog_url).await;
     p.write_config(&format!(
-        "[storage]\nurl = \"file://{}\"\n\n[jobs.main]\nkind = \"dump\"\ndatabase = \"{}\"\n\
+        "[storage]\nurl = \"file://{}\"\n\n[catalog]\ndatabase = \"{catalog_url}\"\n\
+         password_file = \"{}\"\n\n[jobs.main]\nkind = \"dump\"\ndatabase = \"{}\"\n\
          password_file = \"{}\"\ncompression = \"gzip:1\"\n",
         store.display(),
+        secrets.join("catalog-password").display(),
         tls_url("pgkeep_backup", "127.0.0.1"),
         secrets.join("backup-password").display()
     ));
     let t = Instant::now();
     let id = p.backup_ok().await;
     let _ = write!(timings, ", backup {:.1?}", t.elapsed());
+    checks::backup_recorded(&catalog_url, &id).await;
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(store.join("main").join(&id).join("manifest.json")).expect("manifest"),
     )
@@ -385,7 +410,9 @@ async fn postgres_image_is_tls_only_and_pgkeep_backs_it_up_as_the_backup_role() 
 
     let logs = podman.run(&["logs", &name], Duration::from_secs(30)).await;
     assert!(
-        !text(&logs).contains(BACKUP_PASSWORD) && !text(&logs).contains("app pw"),
+        !text(&logs).contains(BACKUP_PASSWORD)
+            && !text(&logs).contains("app pw")
+            && !text(&logs).contains(CATALOG_PASSWORD),
         "a password in the container's log:\n{}",
         text(&logs)
     );

@@ -160,3 +160,33 @@ async fn a_dry_run_changes_nothing_and_its_json_is_what_the_restore_does() {
         .expect_code(2);
     assert!(r.stderr.contains("--dry-run"), "{}", r.stderr);
 }
+
+/// The plan's sessions (`Target::read_only`) refuse every write, and keep the options the
+/// conninfo already had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plans_sessions_cannot_write() {
+    let c = cluster();
+    let db = c.create_db("dry_read_only").await;
+    let url = format!("{}?options=-c%20lock_timeout%3D7s", c.url(&db));
+    let client = pgkeep::pg::Target::resolve(&url, None)
+        .unwrap()
+        .read_only()
+        .connect()
+        .await
+        .unwrap();
+    let err = client
+        .batch_execute("CREATE TABLE written (x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION),
+        "{err}"
+    );
+    let row = client
+        .query_one("SELECT current_setting('lock_timeout')", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "7s");
+    assert_eq!(tables_of(c, &db).await, Vec::<String>::new());
+}

@@ -89,7 +89,12 @@ async fn build(repo: &Repository, plan: &RestorePlan) -> Result<u64, RestoreErro
     match &plan.content {
         Content::Dump {
             object, selection, ..
-        } => dump::restore(repo, plan, object, selection.as_deref(), &into).await,
+        } => {
+            if let Some(s) = selection {
+                s.warn_left_out();
+            }
+            dump::restore(repo, plan, object, selection.as_deref(), &into).await
+        }
         Content::Export(e) => export::restore(repo, plan, e, &into).await,
     }
 }

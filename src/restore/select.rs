@@ -40,10 +40,25 @@ pub struct Selection {
     /// Foreign keys of restored tables that link a table left out.
     pub foreign_keys_left_out: Vec<LeftOutKey>,
     /// Other entries left out because they use a table that is not restored (views,
-    /// materialized views, functions), as `DESC schema name`.
+    /// materialized views, functions, and a trigger, index or default of a restored table
+    /// that uses one of those), as `DESC schema name`.
     pub dependents_left_out: Vec<String>,
     /// The `--use-list`: the archive's listing with every entry not restored commented out.
     pub(super) list: String,
+}
+
+impl Selection {
+    /// Logs what the restore leaves out, as the dry run names it.
+    pub(super) fn warn_left_out(&self) {
+        for k in &self.foreign_keys_left_out {
+            tracing::warn!(table = %k.table, constraint = %k.constraint,
+                references = %k.references.join(", "),
+                "foreign key not restored: a table it links is not part of this selective restore");
+        }
+        for d in &self.dependents_left_out {
+            tracing::warn!(entry = %d, "not restored: it uses a table this selective restore leaves out");
+        }
+    }
 }
 
 /// The TABLE entries of a listing, with their names.
@@ -235,18 +250,31 @@ pub(super) fn select(listing: &str, patterns: &[TablePattern]) -> Result<Selecti
     }
 
     let (_, foreign_keys_left_out) = split_foreign_keys(&entries, &names, &selected);
+    let key_tables = toc::foreign_key_tables(&entries);
+    // An entry of restored tables only (a trigger, an index, a default, a key among them)
+    // that is left out because it uses something else left out (a function over a table
+    // not restored) is named, not dropped silently.
+    let of_restored_only = |e: &Entry| match key_tables.get(&e.id) {
+        Some(tables) => !tables.is_empty() && tables.iter().all(|t| selected.contains(t)),
+        None => {
+            e.deps.iter().any(|d| selected.contains(d))
+                && !e.deps.iter().any(|d| is_table(*d) && !selected.contains(d))
+        }
+    };
     let mut dependents_left_out = Vec::new();
     for e in entries.iter().filter(|e| !kept.contains(&e.id)) {
-        match toc::toc_entry(&e.line) {
-            Some((d, _)) if toc::TABLE_BOUND.contains(&d) => {}
-            _ if excluded.contains(&e.id) => {}
-            _ => {
-                if let Some((_, after)) = e.line.split_once("; ") {
-                    let shown = after.splitn(3, ' ').nth(2).unwrap_or(after);
-                    let shown = shown.rsplit_once(' ').map_or(shown, |(s, _)| s);
-                    dependents_left_out.push(shown.to_string());
-                }
-            }
+        let shown_left_out = match toc::toc_entry(&e.line) {
+            _ if excluded.contains(&e.id) => false,
+            Some((d, _)) if toc::TABLE_BOUND.contains(&d) => of_restored_only(e),
+            _ => true,
+        };
+        if !shown_left_out {
+            continue;
+        }
+        if let Some((_, after)) = e.line.split_once("; ") {
+            let shown = after.splitn(3, ' ').nth(2).unwrap_or(after);
+            let shown = shown.rsplit_once(' ').map_or(shown, |(s, _)| s);
+            dependents_left_out.push(shown.to_string());
         }
     }
 

@@ -174,7 +174,7 @@ async fn a_dump_restores_exactly_the_selected_tables_with_their_keys() {
         }])
     );
     assert!(!exists(c, &fresh2).await, "a dry run creates nothing");
-    run(
+    let r = run(
         &p,
         &[
             "restore",
@@ -190,6 +190,12 @@ async fn a_dump_restores_exactly_the_selected_tables_with_their_keys() {
     )
     .await
     .expect_code(0);
+    // The real restore names what it leaves out too.
+    assert!(
+        r.stderr.contains("inventory_store_id_fkey") && r.stderr.contains("VIEW public film_list"),
+        "{}",
+        r.stderr
+    );
     let five = [
         "public.actor",
         "public.film",

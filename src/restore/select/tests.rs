@@ -191,3 +191,25 @@ fn names_with_spaces_are_matched_on_every_reading() {
     let s = select(listing, &patterns(&["\"my\".\"schema odd name\""])).unwrap();
     assert_eq!(s.tables, vec!["\"my\".\"schema odd name\""]);
 }
+
+#[test]
+fn an_entry_of_a_restored_table_that_uses_something_left_out_is_named() {
+    // A trigger on film calling a function over customer (not restored).
+    let listing = format!(
+        "{LISTING}3519; 2620 16676 TRIGGER public film rewards_on_film postgres\n;\tdepends on: 221 276\n"
+    );
+    let s = select(
+        &listing,
+        &patterns(&["public.film", "public.actor", "film_actor"]),
+    )
+    .unwrap();
+    assert!(!restored(&s).contains(&3519));
+    assert!(restored(&s).contains(&3518), "the other trigger stays");
+    assert_eq!(
+        s.dependents_left_out,
+        vec![
+            "FUNCTION public rewards_report(integer, numeric)".to_string(),
+            "TRIGGER public film rewards_on_film".to_string(),
+        ]
+    );
+}

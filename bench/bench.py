@@ -4,8 +4,10 @@
 Starts a private PostgreSQL cluster and a single-node Garage (the S3 store), builds the
 benchmark database (bench/gen.py), then runs every command once per round, in the same order
 each round, and keeps the best time of each. Prints one table of absolute numbers and ratios
-against `pg_dump -Fc` (backups) and `pg_restore -j2` (restores), checks that both restored
-databases equal the source, and compares peak memory against a 10x larger database when asked.
+against `pg_dump -Fc` (backups) and `pg_restore -j2` (restores), checks that every restored
+database equals the source, and compares peak memory against a 10x larger database when asked.
+With several codecs (`--compression gzip,zstd`) pgkeep's backups and restores run once per
+codec in every round, side by side.
 
 Run through bench/run.sh, which builds the release binary first. Standard library only.
 """
@@ -203,6 +205,7 @@ class Bench:
         self.cluster = Cluster(self.bindir, self.work / "pg")
         self.garage = Garage(a.garage, self.work / "garage")
         self.out = self.work / "out"
+        self.codecs = a.compression.split(",")
         self.results = {}  # name -> list of (wall, rss, cpu)
         self.sizes = {}
         self.ids = {}
@@ -230,19 +233,28 @@ class Bench:
         marker.write_text(want)
         log(f"built {db} in {time.monotonic() - t0:.0f} s")
 
+    def job(self, base, codec):
+        """The job name of `base` (dump, export, dump10, export10) in `codec`."""
+        return base if codec == self.codecs[0] else f"{base}-{codec.replace(':', '-')}"
+
+    def label(self, text, codec):
+        """A result row's name: `text`, with the codec when several are compared."""
+        return text if len(self.codecs) == 1 else f"{text} [{codec}]"
+
     def write_config(self):
         jobs = ""
-        for name, kind, db in [("dump", "dump", "bench_src"), ("export", "export", "bench_src"),
-                               ("dump10", "dump", "bench_src10"),
-                               ("export10", "export", "bench_src10")]:
-            jobs += f"""
-[jobs.{name}]
+        for codec in self.codecs:
+            for base, kind, db in [("dump", "dump", "bench_src"), ("export", "export", "bench_src"),
+                                   ("dump10", "dump", "bench_src10"),
+                                   ("export10", "export", "bench_src10")]:
+                jobs += f"""
+[jobs.{self.job(base, codec)}]
 kind = "{kind}"
 database = "{self.cluster.url(db)}"
-compression = "{self.a.compression}"
+compression = "{codec}"
 """
-            if kind == "export":
-                jobs += f"parallel = {self.a.parallel}\ninclude = [\"bench.*\"]\n"
+                if kind == "export":
+                    jobs += f"parallel = {self.a.parallel}\ninclude = [\"bench.*\"]\n"
         s3 = f"""[storage]
 url = "s3://{BUCKET}/run"
 [storage.s3]
@@ -323,18 +335,17 @@ force_path_style = true
         self.record(label, wall, rss, cpu)
 
     def rounds(self):
-        steps = [
-            ("floor", self.floor),
-            ("pg_dump", self.pg_dump_fc),
-            ("dump", lambda: self.backup("dump", "pgkeep backup (dump job)")),
-            ("export", lambda: self.backup("export", "pgkeep backup (export job)")),
-            ("pg_dump_fd", self.pg_dump_fd),
-            ("pg_restore", self.pg_restore),
-            ("restore_export", lambda: self.pgkeep_restore(
-                "export", "pgkeep restore (export, --jobs 2)", "restore_export")),
-            ("restore_dump", lambda: self.pgkeep_restore(
-                "dump", "pgkeep restore (dump, --jobs 2)", "restore_dump")),
-        ]
+        steps = [("floor", self.floor), ("pg_dump", self.pg_dump_fc)]
+        for kind in ("dump", "export"):
+            for c in self.codecs:
+                steps.append((kind, lambda kind=kind, c=c: self.backup(
+                    self.job(kind, c), self.label(f"pgkeep backup ({kind} job)", c))))
+        steps += [("pg_dump_fd", self.pg_dump_fd), ("pg_restore", self.pg_restore)]
+        for kind in ("export", "dump"):
+            for c in self.codecs:
+                steps.append((f"restore_{kind}", lambda kind=kind, c=c: self.pgkeep_restore(
+                    self.job(kind, c), self.label(f"pgkeep restore ({kind}, --jobs 2)", c),
+                    f"restore_{kind}_{c.replace(':', '_')}")))
         only = set(self.a.only.split(",")) if self.a.only else None
         for r in range(1, self.a.rounds + 1):
             log(f"round {r}/{self.a.rounds} (load {os.getloadavg()[0]:.2f})")
@@ -366,7 +377,9 @@ force_path_style = true
     def verify(self):
         source = self.fingerprint("bench_src")
         ok = True
-        for db in ("restore_export", "restore_dump", "restore_pg"):
+        restored = [f"restore_{kind}_{c.replace(':', '_')}" for kind in ("export", "dump")
+                    for c in self.codecs]
+        for db in restored + ["restore_pg"]:
             if not self.cluster.exists(db):
                 continue
             got = self.fingerprint(db)
@@ -382,10 +395,11 @@ force_path_style = true
 
     def ten_x(self):
         self.ensure_db("bench_src10", self.a.scale * 10)
-        for job, label in (("dump10", "pgkeep backup (dump job), 10x"),
-                           ("export10", "pgkeep backup (export job), 10x")):
-            self.settle()
-            self.backup(job, label)
+        for kind in ("dump", "export"):
+            for c in self.codecs:
+                self.settle()
+                self.backup(self.job(f"{kind}10", c),
+                            self.label(f"pgkeep backup ({kind} job), 10x", c))
 
     # ---- report ----
     def best(self, name):
@@ -403,10 +417,12 @@ force_path_style = true
         lines.append(f"| command | best of {self.a.rounds} (s) | ratio | stored (MB) | size ratio "
                      f"| peak RSS (MB) | CPU (s) |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
-        order = ["floor: COPY all tables > /dev/null", "pg_dump -Fc", "pgkeep backup (dump job)",
-                 "pgkeep backup (export job)", "pg_dump -Fd -j2", "pg_restore -j2 (directory dump)",
-                 "pgkeep restore (export, --jobs 2)", "pgkeep restore (dump, --jobs 2)",
-                 "pgkeep backup (dump job), 10x", "pgkeep backup (export job), 10x"]
+        each = lambda text: [self.label(text, c) for c in self.codecs]
+        order = (["floor: COPY all tables > /dev/null", "pg_dump -Fc"]
+                 + each("pgkeep backup (dump job)") + each("pgkeep backup (export job)")
+                 + ["pg_dump -Fd -j2", "pg_restore -j2 (directory dump)"]
+                 + each("pgkeep restore (export, --jobs 2)") + each("pgkeep restore (dump, --jobs 2)")
+                 + each("pgkeep backup (dump job), 10x") + each("pgkeep backup (export job), 10x"))
         for name in order:
             b = self.best(name)
             if not b:
@@ -424,12 +440,13 @@ force_path_style = true
         raw_copy = self.copy_text_bytes()
         mem = ""
         for kind in ("dump", "export"):
-            one = self.results.get(f"pgkeep backup ({kind} job)")
-            ten = self.results.get(f"pgkeep backup ({kind} job), 10x")
-            if one and ten:
-                a, b = max(r[1] for r in one), max(r[1] for r in ten)
-                mem += (f"memory, {kind} job: peak RSS {a:.0f} MB at 1x, {b:.0f} MB at 10x "
-                        f"({(b - a) / a * 100:+.0f}%)\n")
+            for c in self.codecs:
+                one = self.results.get(self.label(f"pgkeep backup ({kind} job)", c))
+                ten = self.results.get(self.label(f"pgkeep backup ({kind} job), 10x", c))
+                if one and ten:
+                    a, b = max(r[1] for r in one), max(r[1] for r in ten)
+                    mem += (f"memory, {kind} job, {c}: peak RSS {a:.0f} MB at 1x, {b:.0f} MB "
+                            f"at 10x ({(b - a) / a * 100:+.0f}%)\n")
         meta = (f"database: scale {self.a.scale}, {raw_copy / 1e6:.0f} MB of COPY text, "
                 f"{raw / 1e6:.0f} MB of heap; rows {self.row_counts}\n"
                 f"pgkeep: compression {self.a.compression}, export parallel {self.a.parallel}; "
@@ -504,7 +521,9 @@ def main():
                    str(Path.home() / ".cargo/bin/garage"))
     p.add_argument("--pg-bin", default=None, help="PostgreSQL server binaries (initdb, postgres)")
     p.add_argument("--seed", default="pgkeep-bench-1")
-    p.add_argument("--compression", default="gzip", help="the jobs' compression setting")
+    p.add_argument("--compression", default="gzip",
+                   help="the jobs' compression setting, or several separated by commas "
+                        "(gzip,zstd) to compare them side by side in the same rounds")
     p.add_argument("--parallel", type=int, default=2, help="export job workers")
     p.add_argument("--part-size-mib", type=int, default=None)
     p.add_argument("--parts-in-flight", type=int, default=None)

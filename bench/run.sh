@@ -5,6 +5,8 @@
 #   bench/run.sh                 # ~460 MB database, 3 rounds
 #   bench/run.sh --quick         # a small database, 1 round: tries the whole thing in a minute
 #   bench/run.sh --ten-x         # also the memory check against a 10x larger database (slow)
+#   bench/run.sh --compression zstd        # the jobs in zstd (any `compression =` value)
+#   bench/run.sh --compression gzip,zstd   # both codecs side by side, in the same rounds
 #   bench/run.sh --workdir /var/tmp/pgkeep-bench --keep   # keep the databases for the next run
 #
 # Needs: PostgreSQL server + client binaries, GNU time (/usr/bin/time), python3, and Garage

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (idempotent): PostgreSQL 15 server binaries
-# and contrib extensions, openssl, psycopg2 and pytest for the catalog client (clients/python),
+# and contrib extensions, openssl, gzip and zstd, psycopg2 and pytest for the catalog client (clients/python),
 # and Garage 2.5.0 (a real S3-compatible store, built with cargo).
 set -euo pipefail
 
@@ -13,6 +13,8 @@ missing=()
 [ -f /usr/share/postgresql/15/extension/hstore.control ] || missing+=(postgresql-15)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v gunzip >/dev/null || missing+=(gzip)
+# zstd: the by-hand restore of zstd backups (tests/suite/zstd.rs) and codec unit tests.
+command -v zstd >/dev/null || missing+=(zstd)
 # jq: the by-hand manifest checks of docs/FORMAT.md (tests/suite/manual_restore.rs).
 command -v jq >/dev/null || missing+=(jq)
 # age: decrypting encrypted backups by hand (tests/suite/encryption.rs).

@@ -12,6 +12,9 @@ use crate::migrate::{self, MigrateError, MigrateOptions, Migration};
 use crate::pg::{DbError, PgError, Target};
 use crate::repository::{RepoError, Repository};
 
+mod outcomes;
+pub use outcomes::{Checked, RestoreKind, record_restore, record_verification};
+
 /// The tracking table of the catalog's own migrations: apart from an application's
 /// (`pgkeep_schema_migrations`), so both can live in one database.
 pub const CATALOG_MIGRATIONS_TABLE: &str = "pgkeep.schema_migrations";
@@ -64,6 +67,10 @@ pub fn migrations() -> Vec<Migration> {
         (
             "0002_history_indexes.sql",
             include_str!("../migrations/0002_history_indexes.sql"),
+        ),
+        (
+            "0003_drills.sql",
+            include_str!("../migrations/0003_drills.sql"),
         ),
     ];
     FILES

@@ -144,6 +144,33 @@ pub enum Command {
     },
     /// Re-read backups: check every object's size and sha256, decode it fully, and check the
     /// archive (pg_restore --list) or the row count; exit 1 naming every damaged object
+    /// Prove a backup restores: restore it into a new scratch database on a server, check
+    /// every table's rows (and, for exports, their content) and every sequence against what
+    /// the backup recorded, then drop the scratch database; exit 0 only if every check passed
+    Drill {
+        /// The job (optional when there is one job)
+        job: Option<String>,
+        /// A backup id, or `latest`
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// The server to drill on (libpq conninfo or URL, of its maintenance database:
+        /// `postgres` when it names none); the role must be able to create databases
+        #[arg(long, value_name = "CONNINFO")]
+        target: String,
+        /// Parallel sessions of the restore
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: u32,
+        /// Do not restore object ownership (for a server without the source's roles)
+        #[arg(long)]
+        no_owner: bool,
+        /// Export backups: take the schema from the captured dump or from the job's migrations
+        #[arg(long, value_enum)]
+        schema_from: Option<SchemaFromArg>,
+        /// An age identity file for encrypted backups (repeatable; default:
+        /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
+        #[arg(long, value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
     Verify {
         /// A backup id, or `latest` (the default)
         #[arg(conflicts_with = "all")]

@@ -1,5 +1,5 @@
-//! Compression of stored objects: a closed set of codecs (gzip via flate2, or none),
-//! with decoders that refuse to produce more than the manifest says was stored.
+//! Compression of stored objects: a closed set of codecs (gzip, zstd, or none), with decoders
+//! that refuse to produce more than the manifest says was stored.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -7,6 +7,11 @@ use std::str::FromStr;
 
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
+
+mod zstd;
+
+use self::zstd::ZstdReader;
+pub use self::zstd::{DEFAULT_ZSTD_LEVEL, MAX_WINDOW_LOG, MAX_ZSTD_LEVEL, ZstdFrame};
 
 /// The default gzip level, zlib's default too. With libdeflate (see `GzipMember`) it stores
 /// dump and COPY data about as small as pg_dump's own zlib level 6, at half the CPU.
@@ -18,22 +23,26 @@ pub enum Compression {
     None,
     /// gzip (RFC 1952) at a level from 1 to 9.
     Gzip(u32),
+    /// zstd (RFC 8878) at a level from 1 to 19.
+    Zstd(u32),
 }
 
 impl Compression {
-    /// The file-name suffix of objects in this codec (`.gz`, or nothing).
+    /// The file-name suffix of objects in this codec (`.gz`, `.zst`, or nothing).
     pub fn suffix(self) -> &'static str {
         match self {
             Compression::None => "",
             Compression::Gzip(_) => ".gz",
+            Compression::Zstd(_) => ".zst",
         }
     }
 
-    /// The codec's name as written in manifests (`gzip` or `none`), level excluded.
+    /// The codec's name as written in manifests (`gzip`, `zstd` or `none`), level excluded.
     pub fn name(self) -> &'static str {
         match self {
             Compression::None => "none",
             Compression::Gzip(_) => "gzip",
+            Compression::Zstd(_) => "zstd",
         }
     }
 
@@ -44,6 +53,7 @@ impl Compression {
             Compression::Gzip(level) => {
                 Encoder::Gzip(GzEncoder::new(inner, flate2::Compression::new(level)))
             }
+            Compression::Zstd(level) => Encoder::Zstd(zstd_encoder(inner, level)),
         }
     }
 
@@ -52,6 +62,7 @@ impl Compression {
         let decoded: Box<dyn Read + 'a> = match self {
             Compression::None => Box::new(inner),
             Compression::Gzip(_) => Box::new(GzipReader::new(inner)),
+            Compression::Zstd(_) => Box::new(ZstdReader::new(inner)),
         };
         Box::new(Capped {
             inner: decoded,
@@ -64,6 +75,7 @@ impl Compression {
         match name {
             "none" => Some(Compression::None),
             "gzip" => Some(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
+            "zstd" => Some(Compression::Zstd(DEFAULT_ZSTD_LEVEL)),
             _ => None,
         }
     }
@@ -74,6 +86,7 @@ impl fmt::Display for Compression {
         match self {
             Compression::None => f.write_str("none"),
             Compression::Gzip(level) => write!(f, "gzip:{level}"),
+            Compression::Zstd(level) => write!(f, "zstd:{level}"),
         }
     }
 }
@@ -84,27 +97,48 @@ impl FromStr for Compression {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || {
             format!(
-                "'{s}' is not a compression; use \"gzip\", \"gzip:1\" to \"gzip:9\", or \"none\""
+                "'{s}' is not a compression; use \"gzip\", \"gzip:1\" to \"gzip:9\", \"zstd\", \
+                 \"zstd:1\" to \"zstd:19\", or \"none\""
             )
         };
-        match s {
-            "none" => Ok(Compression::None),
-            "gzip" => Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
-            _ => {
-                let level = s.strip_prefix("gzip:").ok_or_else(bad)?;
-                match level.parse::<u32>() {
-                    Ok(n @ 1..=9) => Ok(Compression::Gzip(n)),
-                    _ => Err(bad()),
-                }
-            }
+        let (codec, level) = s.split_once(':').unwrap_or((s, ""));
+        let level = || match level.parse::<u32>() {
+            // Only plain digits: no sign, no spaces.
+            Ok(n) if level.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(bad()),
+        };
+        match (codec, s.contains(':')) {
+            ("none", false) => Ok(Compression::None),
+            ("gzip", false) => Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)),
+            ("zstd", false) => Ok(Compression::Zstd(DEFAULT_ZSTD_LEVEL)),
+            ("gzip", true) => match level()? {
+                n @ 1..=9 => Ok(Compression::Gzip(n)),
+                _ => Err(bad()),
+            },
+            ("zstd", true) => match level()? {
+                n @ 1..=MAX_ZSTD_LEVEL => Ok(Compression::Zstd(n)),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
         }
     }
+}
+
+/// A streaming zstd encoder writing one frame with its checksum.
+fn zstd_encoder<W: Write>(inner: W, level: u32) -> ::zstd::stream::write::Encoder<'static, W> {
+    let level = level.clamp(1, MAX_ZSTD_LEVEL) as i32;
+    let mut e = ::zstd::stream::write::Encoder::new(inner, level)
+        .expect("libzstd accepts every level from 1 to 19");
+    e.include_checksum(true)
+        .expect("libzstd accepts the checksum flag");
+    e
 }
 
 /// A running encoder of one of the codecs.
 pub enum Encoder<W: Write> {
     None(W),
     Gzip(GzEncoder<W>),
+    Zstd(::zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Encoder<W> {
@@ -116,6 +150,7 @@ impl<W: Write> Encoder<W> {
                 Ok(w)
             }
             Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
         }
     }
 }
@@ -125,6 +160,7 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.write(buf),
             Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
         }
     }
 
@@ -132,6 +168,41 @@ impl<W: Write> Write for Encoder<W> {
         match self {
             Encoder::None(w) => w.flush(),
             Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+/// Compresses one block of a stream into an independent unit of its codec: a gzip member
+/// (`GzipMember`) or a zstd frame (`ZstdFrame`). Concatenated in order, the units are an
+/// ordinary stream of that codec, so blocks can be compressed on several threads at once.
+pub enum BlockCompressor {
+    /// `Compression::None`: blocks are stored as they are.
+    None,
+    Gzip(GzipMember),
+    Zstd(ZstdFrame),
+}
+
+impl BlockCompressor {
+    /// # Errors
+    /// When libzstd cannot set up a compression context.
+    pub fn new(compression: Compression) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => BlockCompressor::None,
+            Compression::Gzip(level) => BlockCompressor::Gzip(GzipMember::new(level)),
+            Compression::Zstd(level) => BlockCompressor::Zstd(ZstdFrame::new(level)?),
+        })
+    }
+
+    /// `data` as one complete member or frame.
+    ///
+    /// # Errors
+    /// When the compressor fails (see `GzipMember::compress`, `ZstdFrame::compress`).
+    pub fn compress(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
+        match self {
+            BlockCompressor::None => Ok(data.to_vec()),
+            BlockCompressor::Gzip(g) => g.compress(data),
+            BlockCompressor::Zstd(z) => z.compress(data),
         }
     }
 }
@@ -353,9 +424,30 @@ mod tests {
         assert_eq!("gzip".parse(), Ok(Compression::Gzip(DEFAULT_GZIP_LEVEL)));
         assert_eq!("gzip:1".parse(), Ok(Compression::Gzip(1)));
         assert_eq!("gzip:9".parse(), Ok(Compression::Gzip(9)));
-        for bad in ["gzip:0", "gzip:10", "zstd", "", "gzip:"] {
-            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd(DEFAULT_ZSTD_LEVEL)));
+        assert_eq!("zstd:1".parse(), Ok(Compression::Zstd(1)));
+        assert_eq!("zstd:19".parse(), Ok(Compression::Zstd(19)));
+        for bad in [
+            "gzip:0", "gzip:10", "", "gzip:", "zstd:", "zstd:0", "zstd:20", "zstd:22", "zstd:+3",
+            "zstd: 3", "gzip:+5", "none:1", "zstd:3:1", "ZSTD", "lz4",
+        ] {
+            let err = bad.parse::<Compression>().unwrap_err();
+            assert!(err.contains("\"zstd:1\" to \"zstd:19\""), "{bad}: {err}");
         }
+        // Display is the spelling that parses back.
+        for c in [
+            Compression::None,
+            Compression::Gzip(4),
+            Compression::Zstd(12),
+        ] {
+            assert_eq!(c.to_string().parse(), Ok(c));
+        }
+        assert_eq!(Compression::Zstd(3).suffix(), ".zst");
+        assert_eq!(Compression::Zstd(3).name(), "zstd");
+        assert_eq!(
+            Compression::from_manifest_name("zstd"),
+            Some(Compression::Zstd(DEFAULT_ZSTD_LEVEL))
+        );
     }
 
     #[test]
@@ -470,6 +562,8 @@ mod tests {
             Compression::None,
             Compression::Gzip(1),
             Compression::Gzip(9),
+            Compression::Zstd(1),
+            Compression::Zstd(19),
         ] {
             let mut enc = codec.encoder(Vec::new());
             enc.write_all(&data).unwrap();

@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypt;
 pub mod daemon;
 pub mod digest;
+pub mod drill;
 pub mod error;
 pub mod human;
 pub mod lock;

@@ -93,7 +93,10 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
     let config = pgkeep::config::load(cli.config.as_deref())?;
     if matches!(
         cli.command,
-        Command::Backup { .. } | Command::Restore { .. } | Command::Verify { .. }
+        Command::Backup { .. }
+            | Command::Restore { .. }
+            | Command::Verify { .. }
+            | Command::Drill { .. }
     ) {
         stop_on_signals(cancel);
     }
@@ -233,6 +236,31 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 cancel,
             )
             .await?;
+        }
+        Command::Drill {
+            job,
+            backup,
+            target,
+            jobs,
+            no_owner,
+            schema_from,
+            identity,
+        } => {
+            let options = pgkeep::drill::DrillOptions {
+                server: target,
+                jobs,
+                no_owner,
+                staging_dir: None,
+                schema_from: schema_from.map(|s| match s {
+                    cli::SchemaFromArg::Dump => SchemaFrom::Dump,
+                    cli::SchemaFromArg::Migrations => SchemaFrom::Migrations,
+                }),
+                migrations: None,
+            };
+            let report =
+                commands::drill(&config, job.as_deref(), &backup, options, &identity, cancel)
+                    .await?;
+            print!("{}", commands::drill_summary(&report));
         }
         Command::Prune { job, dry_run } => {
             let mut out = std::io::stdout();

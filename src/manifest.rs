@@ -104,6 +104,7 @@ named_enum! {
     ObjectCodec {
         None = "none",
         Gzip = "gzip",
+        Zstd = "zstd",
     }
 }
 
@@ -113,6 +114,7 @@ impl ObjectCodec {
         match self {
             ObjectCodec::None => Some(Compression::None),
             ObjectCodec::Gzip => Some(Compression::Gzip(crate::codec::DEFAULT_GZIP_LEVEL)),
+            ObjectCodec::Zstd => Some(Compression::Zstd(crate::codec::DEFAULT_ZSTD_LEVEL)),
             ObjectCodec::Unknown(_) => None,
         }
     }

@@ -24,6 +24,8 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
                 .is_some_and(crate::repository::RepoError::is_usage)
             || e.downcast_ref::<crate::restore::RestoreError>()
                 .is_some_and(crate::restore::RestoreError::is_usage)
+            || e.downcast_ref::<crate::drill::DrillError>()
+                .is_some_and(crate::drill::DrillError::is_usage)
     });
     if usage { 2 } else { 1 }
 }
@@ -214,7 +216,124 @@ pub async fn restore(
         None => {}
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
-    Ok(Ok(restore::apply(&repo, plan, cancel).await?))
+    let (manifest, target, started_at) = (
+        plan.manifest.clone(),
+        plan.target.describe(),
+        chrono::Utc::now(),
+    );
+    let applied = restore::apply(&repo, plan, cancel).await;
+    let error = applied.as_ref().err().map(|e| crate::error::report(e));
+    crate::catalog::record_restore(
+        config,
+        &manifest,
+        crate::catalog::RestoreKind::Restore,
+        &target,
+        started_at,
+        None,
+        error.as_deref(),
+    )
+    .await;
+    Ok(Ok(applied?))
+}
+
+/// `pgkeep drill [JOB] [--backup ID] --target CONNINFO`: restores the backup into a scratch
+/// database, checks it, drops it, and records the drill.
+///
+/// # Errors
+/// As `resolve`; `drill::DrillError`, naming every difference when a check failed.
+pub async fn drill(
+    config: &Config,
+    job: Option<&str>,
+    backup: &str,
+    options: crate::drill::DrillOptions,
+    identity: &[std::path::PathBuf],
+    cancel: &Cancel,
+) -> anyhow::Result<crate::drill::DrillReport> {
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
+    let job = job_scope(config, job)?;
+    let manifest = resolve(config, &repo, job, backup).await?;
+    let mut options = options;
+    if options.migrations.is_none() {
+        options.migrations = config
+            .jobs
+            .get(&manifest.job)
+            .and_then(|j| j.export.migrations.clone());
+    }
+    let started_at = chrono::Utc::now();
+    let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;
+    let (target, checks, error) = match &drilled {
+        Ok(report) => {
+            let r = &report.record;
+            let checks = crate::catalog::Checked {
+                tables: r.tables,
+                rows: r.rows,
+                digests: r.digests,
+                sequences: r.sequences,
+                differences: Vec::new(),
+            };
+            (
+                format!("{}/{}", r.server, report.database),
+                Some(checks),
+                None,
+            )
+        }
+        Err(e) => {
+            let checks = match e {
+                crate::drill::DrillError::Failed { failures, .. } => {
+                    Some(crate::catalog::Checked {
+                        differences: failures.iter().map(ToString::to_string).collect(),
+                        ..crate::catalog::Checked::default()
+                    })
+                }
+                _ => None,
+            };
+            let server = crate::pg::Target::resolve(&options.server, None)
+                .map_or_else(|_| "the drill's server".to_string(), |t| t.describe());
+            (server, checks, Some(crate::error::report(e)))
+        }
+    };
+    crate::catalog::record_restore(
+        config,
+        &manifest,
+        crate::catalog::RestoreKind::Drill,
+        &target,
+        started_at,
+        checks.as_ref(),
+        error.as_deref(),
+    )
+    .await;
+    Ok(drilled?)
+}
+
+/// What `pgkeep drill` prints when the drill passed.
+pub fn drill_summary(report: &crate::drill::DrillReport) -> String {
+    use std::fmt::Write as _;
+    let r = &report.record;
+    let mut out = String::new();
+    for swept in &report.swept {
+        let _ = writeln!(
+            out,
+            "dropped {swept}, the scratch database of a killed drill"
+        );
+    }
+    if report.no_counts {
+        out.push_str(
+            "warning: the backup recorded no row counts (it was made by an older pgkeep): checked that it restores, and its sequences\n",
+        );
+    }
+    let digests = if r.digests > 0 {
+        format!(", {} content digests", r.digests)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "drill of backup {} of job '{}' passed on {}: {} tables, {} rows{digests}, {} sequences checked in {:.1}s",
+        r.backup, r.job, r.server, r.tables, r.rows, r.sequences, r.seconds
+    );
+    out
 }
 
 /// `pgkeep restore BACKUP --globals-only --target ...`: the backup's roles into the target's

@@ -288,6 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn zstd_levels_are_taken_and_out_of_range_ones_name_the_allowed_values() {
+        for (text, want) in [
+            ("zstd", Compression::Zstd(crate::codec::DEFAULT_ZSTD_LEVEL)),
+            ("zstd:1", Compression::Zstd(1)),
+            ("zstd:19", Compression::Zstd(19)),
+        ] {
+            let cfg = validate(job(|j| j.compression = text.into()), ConfigSource::Defaults);
+            assert_eq!(cfg.unwrap().jobs["nightly"].compression, want, "{text}");
+        }
+        let found = problems(job(|j| j.compression = "zstd:22".into()));
+        assert_eq!(
+            found,
+            vec![
+                "jobs.nightly.compression: 'zstd:22' is not a compression; use \"gzip\", \
+                 \"gzip:1\" to \"gzip:9\", \"zstd\", \"zstd:1\" to \"zstd:19\", or \"none\""
+                    .to_string()
+            ]
+        );
+    }
+
+    #[test]
     fn compression_errors_are_shortened() {
         let long = format!("postgres://u:Secret@h/{}", "d".repeat(200));
         let found = problems(job(|j| j.compression = long.clone()));

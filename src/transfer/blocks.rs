@@ -1,15 +1,16 @@
-//! Block-parallel gzip: a stream cut into blocks, each compressed into an independent gzip
-//! member on a process-wide pool of threads, written back in input order.
+//! Block-parallel compression: a stream cut into blocks, each compressed into an independent
+//! gzip member or zstd frame on a process-wide pool of threads, written back in input order.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::Failure;
-use crate::codec::GzipMember;
+use crate::codec::{BlockCompressor, Compression};
 
-/// Input compressed as one gzip member: large enough that the fresh window at each member
-/// costs well under 1% of ratio, small enough to spread one stream over several threads.
+/// Input compressed as one gzip member or zstd frame: large enough that the fresh history at
+/// each one costs well under 1% of ratio, small enough to spread one stream over several
+/// threads.
 const BLOCK: usize = 1024 * 1024;
 /// Upper bound on the compression threads.
 const MAX_COMPRESSION_THREADS: usize = 4;
@@ -23,10 +24,10 @@ fn compression_threads() -> usize {
         .min(MAX_COMPRESSION_THREADS)
 }
 
-/// One block to compress, and where its member and its emptied buffer go.
+/// One block to compress, and where its compressed form and its emptied buffer go.
 struct Job {
     block: Vec<u8>,
-    level: u32,
+    codec: Compression,
     done: SyncSender<io::Result<Vec<u8>>>,
     spare: SyncSender<Vec<u8>>,
 }
@@ -42,7 +43,7 @@ fn compression_pool() -> &'static SyncSender<Job> {
         for n in 0..compression_threads() {
             let rx = Arc::clone(&rx);
             let spawned = std::thread::Builder::new()
-                .name(format!("pgkeep-gzip-{n}"))
+                .name(format!("pgkeep-compress-{n}"))
                 .spawn(move || compression_worker(&rx));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "could not start a compression thread");
@@ -52,22 +53,28 @@ fn compression_pool() -> &'static SyncSender<Job> {
     })
 }
 
+/// Compresses jobs until the queue closes, keeping its compressor (and its tables) for as long
+/// as jobs come in the same codec and level.
 fn compression_worker(queue: &Mutex<Receiver<Job>>) {
-    let mut member: Option<(u32, GzipMember)> = None;
+    let mut current: Option<(Compression, BlockCompressor)> = None;
     loop {
         let job = match queue.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        if member.as_ref().is_none_or(|(level, _)| *level != job.level) {
-            member = Some((job.level, GzipMember::new(job.level)));
-        }
-        let (_, compressor) = member.as_mut().expect("set above");
         let compressed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if current
+                .as_ref()
+                .is_none_or(|(codec, _)| *codec != job.codec)
+            {
+                current = None;
+                current = Some((job.codec, BlockCompressor::new(job.codec)?));
+            }
+            let (_, compressor) = current.as_mut().expect("set above");
             compressor.compress(&job.block)
         }))
-        .unwrap_or_else(|_| Err(io::Error::other("gzip compression panicked")));
+        .unwrap_or_else(|_| Err(io::Error::other("compression panicked")));
         // A closed receiver means the upload gave up; its own error is reported.
         let _ = job.done.send(compressed);
         let _ = job.spare.try_send(job.block);
@@ -83,23 +90,24 @@ fn read_block(input: &mut impl Read, reuse: Option<Vec<u8>>) -> io::Result<Vec<u
     Ok(block)
 }
 
-/// Gzip of `input` as a series of members, one per `BLOCK` of input, compressed on the
-/// shared pool (`compression_pool`) and written to `sink` in input order (see `GzipMember`).
-/// An input of at most one block (most tables, globals, schemas) is compressed inline. Memory
-/// stays bounded: per stream, one block being read and `2 * threads + 2` compressed ones
-/// awaiting their turn; in the pool, one queued block and one per thread.
-pub(super) fn gzip_blocks(
+/// `input` compressed as a series of independent gzip members or zstd frames, one per `BLOCK`
+/// of input, compressed on the shared pool (`compression_pool`) and written to `sink` in input
+/// order (see `BlockCompressor`). An input of at most one block (most tables, globals,
+/// schemas) is compressed inline. Memory stays bounded: per stream, one block being read and
+/// `2 * threads + 2` compressed ones awaiting their turn; in the pool, one queued block and one
+/// per thread.
+pub(super) fn compress_blocks(
     input: &mut impl Read,
-    level: u32,
+    codec: Compression,
     sink: &mut (impl Write + Send),
 ) -> Result<u64, Failure> {
     type Done = io::Result<Vec<u8>>;
     let first = read_block(input, None).map_err(Failure::Read)?;
     if first.len() < BLOCK {
-        let member = GzipMember::new(level)
-            .compress(&first)
+        let compressed = BlockCompressor::new(codec)
+            .and_then(|mut c| c.compress(&first))
             .map_err(Failure::Write)?;
-        sink.write_all(&member).map_err(Failure::Write)?;
+        sink.write_all(&compressed).map_err(Failure::Write)?;
         return Ok(first.len() as u64);
     }
     let pool = compression_pool();
@@ -107,7 +115,7 @@ pub(super) fn gzip_blocks(
     // Compressed blocks' buffers come back to this reader: a long stream allocates no new ones.
     let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2);
     std::thread::scope(|scope| {
-        // Members are written in input order: the writer waits on each block's own channel.
+        // Blocks are written in input order: the writer waits on each block's own channel.
         let (order_tx, order_rx) = sync_channel::<Receiver<Done>>(2 * threads + 1);
         let writer = scope.spawn(move || -> io::Result<()> {
             for pending in order_rx {
@@ -129,7 +137,7 @@ pub(super) fn gzip_blocks(
             }
             let job = Job {
                 block,
-                level,
+                codec,
                 done: done_tx,
                 spare: spare_tx.clone(),
             };
@@ -164,33 +172,85 @@ mod tests {
             .collect()
     }
 
+    /// Decodes with the codec's reference reader (flate2, the zstd crate), not pgkeep's own.
+    fn reference_decode(codec: Compression, stored: &[u8]) -> Vec<u8> {
+        let mut decoded = Vec::new();
+        match codec {
+            Compression::Gzip(_) => flate2::read::MultiGzDecoder::new(stored)
+                .read_to_end(&mut decoded)
+                .map(drop),
+            Compression::Zstd(_) => zstd::stream::read::Decoder::new(stored)
+                .and_then(|mut d| d.read_to_end(&mut decoded))
+                .map(drop),
+            Compression::None => {
+                decoded = stored.to_vec();
+                Ok(())
+            }
+        }
+        .unwrap();
+        decoded
+    }
+
     #[test]
-    fn parallel_gzip_keeps_block_order() {
+    fn parallel_streams_of_several_codecs_keep_block_order() {
         let data = data_for_test();
         assert!(data.len() > 5 * BLOCK);
-        // Several streams at once share the pool; each comes out whole and in order.
-        let streams: Vec<_> = (0..3)
-            .map(|_| {
-                std::thread::spawn(|| {
+        // Streams of different codecs and levels share the pool at once: each comes out whole,
+        // in order, and in its own codec.
+        let codecs = [
+            Compression::Gzip(6),
+            Compression::Zstd(3),
+            Compression::Gzip(1),
+            Compression::Zstd(19),
+        ];
+        let streams: Vec<_> = codecs
+            .into_iter()
+            .map(|codec| {
+                std::thread::spawn(move || {
                     let mut stored = Vec::new();
-                    let raw = gzip_blocks(&mut &data_for_test()[..], 6, &mut stored);
-                    (raw, stored)
+                    let raw = compress_blocks(&mut &data_for_test()[..], codec, &mut stored);
+                    (codec, raw, stored)
                 })
             })
             .collect();
         for stream in streams {
-            let (raw, stored) = stream.join().unwrap();
-            assert_eq!(raw.ok(), Some(data.len() as u64));
-            let mut decoded = Vec::new();
-            flate2::read::MultiGzDecoder::new(&stored[..])
-                .read_to_end(&mut decoded)
-                .unwrap();
-            assert!(decoded == data, "decoded data differs");
+            let (codec, raw, stored) = stream.join().unwrap();
+            assert_eq!(raw.ok(), Some(data.len() as u64), "{codec}");
+            let magic: &[u8] = match codec {
+                Compression::Zstd(_) => &[0x28, 0xb5, 0x2f, 0xfd],
+                _ => &[0x1f, 0x8b],
+            };
+            assert!(stored.starts_with(magic), "{codec}");
+            assert!(
+                stored.len() < data.len() / 4,
+                "{codec}: {} bytes",
+                stored.len()
+            );
+            assert!(
+                reference_decode(codec, &stored) == data,
+                "{codec}: data differs"
+            );
         }
     }
 
     #[test]
-    fn parallel_gzip_reports_a_failing_source() {
+    fn a_short_input_is_one_unit_and_an_empty_one_still_decodes() {
+        for codec in [Compression::Gzip(6), Compression::Zstd(3)] {
+            for input in [&b""[..], b"one line\n"] {
+                let mut stored = Vec::new();
+                let raw = compress_blocks(&mut &input[..], codec, &mut stored);
+                assert_eq!(raw.ok(), Some(input.len() as u64));
+                assert!(
+                    !stored.is_empty(),
+                    "{codec}: an empty input is still one unit"
+                );
+                assert_eq!(reference_decode(codec, &stored), input, "{codec}");
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_compression_reports_a_failing_source() {
         struct Failing(usize);
         impl Read for Failing {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -203,7 +263,12 @@ mod tests {
                 Ok(n)
             }
         }
-        let result = gzip_blocks(&mut Failing(3 * BLOCK + 10), 6, &mut Vec::new());
-        assert!(matches!(result, Err(Failure::Read(e)) if e.to_string() == "connection reset"));
+        for codec in [Compression::Gzip(6), Compression::Zstd(3)] {
+            let result = compress_blocks(&mut Failing(3 * BLOCK + 10), codec, &mut Vec::new());
+            assert!(
+                matches!(result, Err(Failure::Read(e)) if e.to_string() == "connection reset"),
+                "{codec}"
+            );
+        }
     }
 }

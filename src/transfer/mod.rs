@@ -12,7 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 mod blocks;
 
-use blocks::gzip_blocks;
+use blocks::compress_blocks;
 
 use crate::codec::Compression;
 use crate::crypt::{Encrypting, Identities, Recipients};
@@ -210,7 +210,9 @@ fn compress_stream(
     };
     let copied = match encoding.compression {
         Compression::None => copy_plain(&mut input, &mut sink),
-        Compression::Gzip(level) => gzip_blocks(&mut input, level, &mut sink),
+        Compression::Gzip(_) | Compression::Zstd(_) => {
+            compress_blocks(&mut input, encoding.compression, &mut sink)
+        }
     };
     let raw = match copied {
         Ok(raw) => raw,

@@ -210,6 +210,8 @@ pub async fn verify(
             .jobs
             .get(&m.job)
             .and_then(|j| j.pg_bin_dir.as_deref());
+        let started_at = chrono::Utc::now();
+        let (mut damaged_here, mut unreadable_here) = (Vec::new(), Vec::new());
         for object in &m.objects {
             let check = verify_object(repo, &m, object, bin_dir, &mut tools).await;
             let _ = writeln!(out, "{check}");
@@ -217,12 +219,24 @@ pub async fn verify(
             checked += 1;
             if check.is_unreadable() {
                 tracing::warn!(backup = %m.id, object = %check.key, "object could not be read");
-                unreadable.push(check.key);
+                unreadable_here.push(check.key);
             } else if !check.is_ok() {
                 tracing::warn!(backup = %m.id, object = %check.key, "damaged object");
-                damaged.push(check.key);
+                damaged_here.push(check.key);
             }
         }
+        let error = (!unreadable_here.is_empty())
+            .then(|| format!("the store could not deliver {}", unreadable_here.join(", ")));
+        crate::catalog::record_verification(
+            config,
+            &m,
+            started_at,
+            &damaged_here,
+            error.as_deref(),
+        )
+        .await;
+        damaged.append(&mut damaged_here);
+        unreadable.append(&mut unreadable_here);
     }
     if !damaged.is_empty() || !unreadable.is_empty() {
         return Err(VerifyFailed {

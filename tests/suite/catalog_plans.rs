@@ -112,7 +112,7 @@ async fn migration_0002_indexes_history_and_drills_and_keeps_the_status_plans() 
         "at version 1 the history sorts: {history_before:#?}"
     );
 
-    let at_2 = migrate::apply(&mut client, &catalog::migrations(), &opts(None))
+    let at_2 = migrate::apply(&mut client, &catalog::migrations(), &opts(Some(2)))
         .await
         .expect("migration 0002");
     assert_eq!(at_2.version, Some(2));

@@ -547,9 +547,15 @@ async fn verifications_restores_and_drills_are_recorded_with_their_outcome() {
         "the refused restore (its plan failed) is not recorded"
     );
     let restore_target: String = rows[0].get(2);
-    assert!(restore_target.ends_with(&format!("/{target}")), "{restore_target}");
+    assert!(
+        restore_target.ends_with(&format!("/{target}")),
+        "{restore_target}"
+    );
     let drill_target: String = rows[1].get(2);
-    assert!(drill_target.contains("/pgkeep_drill_main_"), "{drill_target}");
+    assert!(
+        drill_target.contains("/pgkeep_drill_main_"),
+        "{drill_target}"
+    );
     let checks: serde_json::Value = rows[1].get(4);
     assert_eq!(checks["tables"], 1, "{checks}");
     assert_eq!(checks["rows"], 50, "{checks}");

@@ -237,7 +237,7 @@ fn decide(
             }
             Kind::Tablespace { created: None } | Kind::Session => false,
             Kind::Other => {
-                let text: String = s.sql().chars().take(80).collect();
+                let text: String = shown(&s.tokens).chars().take(80).collect();
                 notes.push(format!(
                     "not applied (not a role statement pgkeep knows): {text}"
                 ));
@@ -247,7 +247,7 @@ fn decide(
         if run {
             steps.push(Step {
                 sql: s.sql(),
-                shown: s.sql().chars().take(200).collect(),
+                shown: shown(&s.tokens).chars().take(200).collect(),
             });
         }
     }
@@ -329,7 +329,7 @@ fn attributes_for(attributes: &[Tok], new: bool, passwords: bool) -> (Vec<Tok>, 
     (kept, had_password)
 }
 
-/// Attributes as SQL with a password's value hidden.
+/// Tokens as SQL with a password's value hidden.
 fn shown(attributes: &[Tok]) -> String {
     let mut out = Vec::new();
     let mut hide = false;

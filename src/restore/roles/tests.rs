@@ -90,3 +90,25 @@ fn a_dry_run_says_what_would_be_done() {
     assert!(text.contains("role app: would be created"), "{text}");
     assert!(text.contains("(dry run: nothing was changed)"), "{text}");
 }
+
+#[test]
+fn a_statement_pgkeep_does_not_know_is_named_without_its_password() {
+    let statements =
+        globals::parse("ALTER USER app PASSWORD 'SCRAM-secret' VALID UNTIL 'infinity';\n").unwrap();
+    let (steps, report) = decide(
+        &statements,
+        &BTreeSet::new(),
+        Some("postgres"),
+        &RolesOptions::default(),
+        true,
+    );
+    assert!(steps.is_empty());
+    let text = report.lines.join("\n");
+    assert!(
+        text.contains(
+            "not applied (not a role statement pgkeep knows): ALTER USER app PASSWORD '***'"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+}

@@ -13,6 +13,7 @@ mod globals;
 mod json;
 mod load;
 mod plan;
+mod plan_export;
 mod properties;
 mod queue;
 mod roles;

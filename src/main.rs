@@ -248,6 +248,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
         } => {
             let options = pgkeep::drill::DrillOptions {
                 server: target,
+                password_file: None,
                 jobs,
                 no_owner,
                 staging_dir: None,

@@ -29,7 +29,12 @@ pub async fn list(
     let repo = open_repository(config).await?;
     let listing = repo.list(job).await?;
     let mut rows: Vec<Row> = Vec::new();
-    for m in listing.backups {
+    let drilled: Vec<bool> = listing
+        .backups
+        .iter()
+        .map(|m| listing.was_drilled(m))
+        .collect();
+    for (m, drilled) in listing.backups.into_iter().zip(drilled) {
         let problems = if verify {
             repo.check_objects(&m)
                 .await?
@@ -39,7 +44,7 @@ pub async fn list(
         } else {
             Vec::new()
         };
-        rows.push(Row::Intact(Box::new(m), problems));
+        rows.push(Row::Intact(Box::new(m), problems, drilled));
     }
     rows.extend(listing.damaged.into_iter().map(Row::Damaged));
     rows.sort_by(|a, b| b.id().cmp(a.id()).then_with(|| a.job().cmp(b.job())));
@@ -56,16 +61,17 @@ pub async fn list(
     );
     for row in &rows {
         match row {
-            Row::Intact(m, problems) => {
+            Row::Intact(m, problems, drilled) => {
                 let _ = writeln!(
                     out,
-                    "{:<22} {:<16} {:<7} {:<20} {:>8.1}s {:>10}",
+                    "{:<22} {:<16} {:<7} {:<20} {:>8.1}s {:>10}{}",
                     m.id,
                     m.job,
                     m.kind,
                     human::time(m.started_at),
                     human::seconds_between(m.started_at, m.finished_at),
-                    human::bytes(m.stored_bytes())
+                    human::bytes(m.stored_bytes()),
+                    if *drilled { "  drilled" } else { "" }
                 );
                 for p in problems {
                     let _ = writeln!(out, "  DAMAGED: {p}");
@@ -86,28 +92,29 @@ pub async fn list(
 }
 
 enum Row {
-    Intact(Box<Manifest>, Vec<String>),
+    /// A readable backup, the problems `--verify` found, and whether a drill of it passed.
+    Intact(Box<Manifest>, Vec<String>, bool),
     Damaged(DamagedBackup),
 }
 
 impl Row {
     fn id(&self) -> &str {
         match self {
-            Row::Intact(m, _) => &m.id,
+            Row::Intact(m, ..) => &m.id,
             Row::Damaged(d) => &d.id,
         }
     }
 
     fn job(&self) -> &str {
         match self {
-            Row::Intact(m, _) => &m.job,
+            Row::Intact(m, ..) => &m.job,
             Row::Damaged(d) => &d.job,
         }
     }
 
     fn json(&self) -> serde_json::Value {
         match self {
-            Row::Intact(m, problems) => json!({
+            Row::Intact(m, problems, drilled) => json!({
                 "id": m.id,
                 "job": m.job,
                 "kind": m.kind,
@@ -120,6 +127,7 @@ impl Row {
                 "damaged": !problems.is_empty(),
                 "problems": problems,
                 "checksum": m.checksum.is_some(),
+                "drilled": drilled,
             }),
             Row::Damaged(d) => json!({
                 "id": d.id,
@@ -182,6 +190,22 @@ pub async fn show(
             "manifest written before pgkeep recorded its checksum (not checked)"
         }
     );
+    let drill = match repo.drill_record(&m.job, &m.id).await {
+        Ok(Some(r)) => format!(
+            "passed {} on {} ({} tables, {} rows, {} sequences checked)",
+            human::time(r.drilled_at),
+            r.server,
+            r.tables,
+            r.rows,
+            r.sequences
+        ),
+        Ok(None) => "never passed a drill".to_string(),
+        Err(e) => format!(
+            "the drill record cannot be read: {}",
+            crate::error::report(&e)
+        ),
+    };
+    let _ = writeln!(out, "last drill:      {drill}");
     let _ = writeln!(out, "stored size:     {}", human::bytes(m.stored_bytes()));
     let _ = writeln!(out, "objects:");
     for o in &m.objects {

@@ -38,9 +38,6 @@ pub async fn open_repository(config: &Config) -> anyhow::Result<Repository> {
     Ok(config.storage.open().await?)
 }
 
-/// The environment variable naming an identity file for reading encrypted backups.
-pub const IDENTITY_ENV: &str = "PGKEEP_AGE_IDENTITY_FILE";
-
 /// The identities for reading encrypted backups: `--identity` files, else
 /// `$PGKEEP_AGE_IDENTITY_FILE`, else `storage.encryption.identity_file`; none when none is
 /// named (encrypted backups are then checked for integrity only, and not restored).
@@ -51,22 +48,7 @@ pub fn identities(
     config: &Config,
     given: &[std::path::PathBuf],
 ) -> anyhow::Result<Option<crate::crypt::Identities>> {
-    let files: Vec<std::path::PathBuf> = if given.is_empty() {
-        std::env::var_os(IDENTITY_ENV)
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                config
-                    .storage
-                    .encryption
-                    .as_ref()
-                    .and_then(|e| e.identity_file.clone())
-            })
-            .into_iter()
-            .collect()
-    } else {
-        given.to_vec()
-    };
+    let files = config.identity_files(given);
     if files.is_empty() {
         return Ok(None);
     }
@@ -263,47 +245,7 @@ pub async fn drill(
     }
     let started_at = chrono::Utc::now();
     let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;
-    let (target, checks, error) = match &drilled {
-        Ok(report) => {
-            let r = &report.record;
-            let checks = crate::catalog::Checked {
-                tables: r.tables,
-                rows: r.rows,
-                digests: r.digests,
-                sequences: r.sequences,
-                differences: Vec::new(),
-            };
-            (
-                format!("{}/{}", r.server, report.database),
-                Some(checks),
-                None,
-            )
-        }
-        Err(e) => {
-            let checks = match e {
-                crate::drill::DrillError::Failed { failures, .. } => {
-                    Some(crate::catalog::Checked {
-                        differences: failures.iter().map(ToString::to_string).collect(),
-                        ..crate::catalog::Checked::default()
-                    })
-                }
-                _ => None,
-            };
-            let server = crate::pg::Target::resolve(&options.server, None)
-                .map_or_else(|_| "the drill's server".to_string(), |t| t.describe());
-            (server, checks, Some(crate::error::report(e)))
-        }
-    };
-    crate::catalog::record_restore(
-        config,
-        &manifest,
-        crate::catalog::RestoreKind::Drill,
-        &target,
-        started_at,
-        checks.as_ref(),
-        error.as_deref(),
-    )
-    .await;
+    crate::drill::record(config, &manifest, &options, started_at, &drilled).await;
     Ok(drilled?)
 }
 

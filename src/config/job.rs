@@ -4,7 +4,8 @@
 use super::checks;
 use super::problems::{Problems, conninfo, notification_settings};
 use super::{
-    DEFAULT_TIMEOUT, ExportSettings, Job, JobKind, Migrations, Notifications, RawJob, RawRetention,
+    DEFAULT_TIMEOUT, DrillSettings, ExportSettings, Job, JobKind, Migrations, Notifications,
+    RawDrill, RawJob, RawRetention,
 };
 use crate::codec::Compression;
 use crate::pattern::TablePattern;
@@ -79,6 +80,10 @@ pub(super) fn validate_job(
             .map(Some),
         None => Some(None),
     };
+    let drill = match &raw.drill {
+        Some(d) => drill_settings(&at, d, problems).map(Some),
+        None => Some(None),
+    };
     let retention = match &raw.retention {
         Some(r) => problems
             .check(&at("retention"), retention(r).map_err(|e| e.to_string()))
@@ -102,6 +107,49 @@ pub(super) fn validate_job(
         max_age: max_age?,
         notifications,
         export,
+        drill: drill?,
+    })
+}
+
+fn drill_settings(
+    at: &dyn Fn(&str) -> String,
+    raw: &RawDrill,
+    problems: &mut Problems,
+) -> Option<DrillSettings> {
+    let before = problems.len();
+    let schedule = problems.check(&at("drill.schedule"), Schedule::parse(&raw.schedule));
+    let target = if raw.target.trim().is_empty() {
+        problems.add(
+            at("drill.target"),
+            "name the server to drill on (a conninfo or URL of its maintenance database)",
+        );
+        None
+    } else {
+        conninfo(&at("drill.target"), &raw.target, problems)
+    };
+    if let Some(pf) = &raw.password_file {
+        problems.check(&at("drill.password_file"), checks::readable_file(pf));
+    }
+    let jobs = raw.jobs.unwrap_or(1);
+    if !(1..=64).contains(&jobs) {
+        problems.add(at("drill.jobs"), "must be between 1 and 64");
+    }
+    let max_age = match &raw.max_age {
+        Some(t) => problems
+            .check(&at("drill.max_age"), checks::duration(t))
+            .map(Some),
+        None => Some(None),
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(DrillSettings {
+        schedule: schedule?,
+        target: target?,
+        password_file: raw.password_file.clone(),
+        jobs: u32::try_from(jobs).unwrap_or(1),
+        no_owner: raw.no_owner,
+        max_age: max_age?,
     })
 }
 
@@ -203,6 +251,43 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn drill_settings_are_checked_key_by_key() {
+        let found = problems(job(|j| {
+            j.drill = Some(crate::config::RawDrill {
+                schedule: "every day".into(),
+                target: " ".into(),
+                jobs: Some(0),
+                max_age: Some("soon".into()),
+                ..crate::config::RawDrill::default()
+            });
+        }));
+        for key in ["schedule", "target", "jobs", "max_age"] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("jobs.nightly.drill.{key}: "))),
+                "{key}: {found:?}"
+            );
+        }
+        let ok = validate(
+            job(|j| {
+                j.drill = Some(crate::config::RawDrill {
+                    schedule: "0 0 4 * * Sun".into(),
+                    target: "host=/run/postgresql dbname=postgres".into(),
+                    max_age: Some("8d".into()),
+                    ..crate::config::RawDrill::default()
+                });
+            }),
+            ConfigSource::Defaults,
+        )
+        .expect("a valid drill");
+        let d = ok.jobs["nightly"].drill.as_ref().expect("drill settings");
+        assert_eq!(d.jobs, 1);
+        assert_eq!(d.max_age, Some(std::time::Duration::from_hours(8 * 24)));
+        assert_eq!(d.target.get("dbname"), Some("postgres"));
     }
 
     #[test]

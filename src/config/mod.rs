@@ -21,8 +21,8 @@ use std::time::Duration;
 
 pub use load::{ConfigSource, environment, load, load_from};
 pub use raw::{
-    RawCatalog, RawConfig, RawDaemon, RawEncryption, RawJob, RawMigrations, RawNotifications,
-    RawRetention, RawS3, RawStorage, default_migrations_table,
+    RawCatalog, RawConfig, RawDaemon, RawDrill, RawEncryption, RawJob, RawMigrations,
+    RawNotifications, RawRetention, RawS3, RawStorage, default_migrations_table,
 };
 
 use crate::codec::Compression;
@@ -223,6 +223,22 @@ pub struct Job {
     /// This job's notification targets (its own, else the global ones).
     pub notifications: Notifications,
     pub export: ExportSettings,
+    /// Scheduled drills of the job's newest backup (`[jobs.NAME.drill]`).
+    pub drill: Option<DrillSettings>,
+}
+
+/// How the daemon drills a job's backups.
+#[derive(Debug, Clone)]
+pub struct DrillSettings {
+    pub schedule: Schedule,
+    /// The server the scratch databases are made on (its maintenance database).
+    pub target: ConnInfo,
+    pub password_file: Option<PathBuf>,
+    /// Parallel restore sessions.
+    pub jobs: u32,
+    pub no_owner: bool,
+    /// How old the last passed drill may be before `/readyz` fails.
+    pub max_age: Option<Duration>,
 }
 
 /// What an export job reads.
@@ -253,7 +269,29 @@ pub struct Migrations {
     pub table: String,
 }
 
+/// The environment variable naming an identity file for reading encrypted backups.
+pub const IDENTITY_ENV: &str = "PGKEEP_AGE_IDENTITY_FILE";
+
 impl Config {
+    /// The identity files for reading encrypted backups: `given` (`--identity`), else
+    /// `$PGKEEP_AGE_IDENTITY_FILE`, else `storage.encryption.identity_file`.
+    pub fn identity_files(&self, given: &[PathBuf]) -> Vec<PathBuf> {
+        if !given.is_empty() {
+            return given.to_vec();
+        }
+        std::env::var_os(IDENTITY_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                self.storage
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.identity_file.clone())
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// The job named `name`, or the only job when `name` is `None`.
     ///
     /// # Errors

@@ -183,6 +183,23 @@ pub struct RawJob {
     pub exclude: Option<Vec<String>>,
     pub parallel: Option<u64>,
     pub migrations: Option<RawMigrations>,
+    pub drill: Option<RawDrill>,
+}
+
+/// `[jobs.NAME.drill]`: the daemon drills the job's newest backup on a schedule.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    pub schedule: String,
+    /// The server to drill on (libpq conninfo or URL of its maintenance database).
+    pub target: String,
+    pub password_file: Option<PathBuf>,
+    /// Parallel restore sessions.
+    pub jobs: Option<u64>,
+    #[serde(default)]
+    pub no_owner: bool,
+    /// `/readyz` turns 503 when the last passed drill is older.
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

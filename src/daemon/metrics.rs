@@ -42,6 +42,10 @@ pub struct Metrics {
     skipped: IntCounterVec,
     retries: IntCounterVec,
     cleaned: IntCounterVec,
+    drill_last_success: GaugeVec,
+    drill_duration: GaugeVec,
+    drill_successes: IntCounterVec,
+    drill_failures: IntCounterVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -145,16 +149,53 @@ impl Metrics {
                 "Leftovers of crashed runs removed: objects without a manifest, stale uploads.",
                 &["job", "kind"],
             ),
+            drill_last_success: gauge(
+                &r,
+                "pgkeep_drill_last_success_timestamp_seconds",
+                "When the job's last drill that passed ended (Unix time); 0 if none did.",
+                job,
+            ),
+            drill_duration: gauge(
+                &r,
+                "pgkeep_drill_duration_seconds",
+                "How long the job's last drill took, passed or not.",
+                job,
+            ),
+            drill_successes: counter(
+                &r,
+                "pgkeep_drill_success_total",
+                "Drills that passed every check.",
+                job,
+            ),
+            drill_failures: counter(
+                &r,
+                "pgkeep_drill_failures_total",
+                "Drills that failed: a check found a difference, or the restore failed.",
+                job,
+            ),
             registry: r,
         };
         for name in jobs {
-            for g in [&m.last_success, &m.last_failure, &m.duration, &m.max_age] {
+            for g in [
+                &m.last_success,
+                &m.last_failure,
+                &m.duration,
+                &m.max_age,
+                &m.drill_last_success,
+                &m.drill_duration,
+            ] {
                 g.with_label_values(&[name]);
             }
             for g in [&m.bytes, &m.running] {
                 g.with_label_values(&[name]);
             }
-            for c in [&m.successes, &m.failures, &m.retries] {
+            for c in [
+                &m.successes,
+                &m.failures,
+                &m.retries,
+                &m.drill_successes,
+                &m.drill_failures,
+            ] {
                 c.with_label_values(&[name]);
             }
             for reason in [
@@ -225,6 +266,28 @@ impl Metrics {
         self.cleaned
             .with_label_values(&[job, "upload"])
             .inc_by(uploads as u64);
+    }
+
+    /// A drill that passed at `at` (by this process, or found in the store at start-up).
+    pub fn drill_passed_at(&self, job: &str, at: DateTime<Utc>) {
+        self.drill_last_success
+            .with_label_values(&[job])
+            .set(seconds(at));
+    }
+
+    pub fn drill_passed(&self, job: &str, at: DateTime<Utc>, duration: Duration) {
+        self.drill_passed_at(job, at);
+        self.drill_successes.with_label_values(&[job]).inc();
+        self.drill_duration
+            .with_label_values(&[job])
+            .set(duration.as_secs_f64());
+    }
+
+    pub fn drill_failed(&self, job: &str, duration: Duration) {
+        self.drill_failures.with_label_values(&[job]).inc();
+        self.drill_duration
+            .with_label_values(&[job])
+            .set(duration.as_secs_f64());
     }
 
     /// The text exposition format (`text/plain; version=0.0.4`).

@@ -4,6 +4,7 @@
 //! systemd, and on SIGTERM/SIGINT stops firing, lets running backups finish within
 //! `shutdown_grace`, then cancels them cleanly. See docs/DAEMON.md.
 
+mod drills;
 mod http;
 mod metrics;
 mod notify;
@@ -88,6 +89,12 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
                 tracing::info!(job = %name, "job has no schedule: the daemon does not run it (`pgkeep backup {name}` does)");
             }
         }
+        if let Some(drill) = &job.drill {
+            status.drill_max_age = drill.max_age;
+            tracing::info!(job = %name, schedule = %drill.schedule.as_str(),
+                next = drill.schedule.next_after(started_at, tz).map(crate::human::time).unwrap_or_default(),
+                "drills scheduled");
+        }
         statuses.insert(name.clone(), status);
     }
     if schedules.is_empty() {
@@ -113,6 +120,8 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     });
     let runner = Runner::new(shared.clone(), &schedules);
     runner.seed().await;
+    let drills = drills::Drills::new(shared.clone());
+    drills.seed().await;
 
     let http_stop = CancellationToken::new();
     let http = match config.daemon.listen {
@@ -133,7 +142,9 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
 
     let scheduled_jobs = schedules.len();
     let (tx, mut triggers_rx) = mpsc::channel(64);
-    let triggers = Triggers::start(schedules.into_iter().collect(), tz, tx)
+    let mut fired: Vec<(String, Schedule)> = schedules.into_iter().collect();
+    fired.extend(drills::schedules(&config));
+    let triggers = Triggers::start(fired, tz, tx)
         .await
         .context("starting the cron scheduler")?;
     systemd.ready(&format!("{scheduled_jobs} scheduled jobs"));
@@ -148,7 +159,10 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
     let mut runs = JoinSet::new();
     loop {
         tokio::select! {
-            Some(trigger) = triggers_rx.recv() => runner.dispatch(&trigger, &mut runs),
+            Some(trigger) = triggers_rx.recv() => match drills::drilled_job(&trigger) {
+                Some(job) => drills.dispatch(job, &mut runs),
+                None => runner.dispatch(&trigger, &mut runs),
+            },
             Some(done) = runs.join_next() => log_join(done),
             _ = stop.changed() => break,
         }

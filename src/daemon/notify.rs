@@ -130,6 +130,38 @@ impl Notifier {
         }
     }
 
+    /// A drill of `job`'s backup failed: the webhook hears a `drill_failure` event. (The
+    /// ping URL is the backups' heartbeat: a drill neither starts nor fails it.)
+    pub async fn drill_failed(
+        &self,
+        targets: &Notifications,
+        job: &str,
+        backup: Option<&str>,
+        error: &str,
+        duration: Duration,
+    ) {
+        if let Some(url) = &targets.webhook_url {
+            let body = json!({
+                "event": "drill_failure",
+                "job": job,
+                "backup": backup,
+                "duration_seconds": duration.as_secs_f64(),
+                "error": error,
+                "host": &*self.host,
+                "at": chrono::Utc::now(),
+                "pgkeep_version": env!("CARGO_PKG_VERSION"),
+            });
+            self.send(
+                job,
+                Method::POST,
+                url,
+                &body.to_string(),
+                Some("application/json"),
+            )
+            .await;
+        }
+    }
+
     async fn send(
         &self,
         job: &str,

@@ -29,6 +29,8 @@ pub struct DrillOptions {
     /// libpq conninfo of the server (and its maintenance database, `postgres` when the conninfo
     /// names none) the scratch database is created on.
     pub server: String,
+    /// A file holding the server's password (else the conninfo's, PGPASSWORD or the passfile).
+    pub password_file: Option<std::path::PathBuf>,
     /// Parallel sessions of the restore.
     pub jobs: u32,
     pub no_owner: bool,
@@ -130,8 +132,17 @@ pub async fn drill(
     if info.get("dbname").is_none() {
         info.set("dbname", "postgres");
     }
-    let admin = Target::from_conninfo(&info, None)
-        .map_err(|e| DrillError::Target(crate::error::report(&e)))?;
+    let admin = Target::from_conninfo(&info, options.password_file.as_deref()).map_err(|e| {
+        if matches!(e, PgError::PasswordFile { .. }) {
+            DrillError::Pg(e)
+        } else {
+            DrillError::Target(crate::error::report(&e))
+        }
+    })?;
+    // The scratch database is reached with the credentials resolved for the maintenance one.
+    if let Some(password) = admin.password() {
+        info.set("password", password);
+    }
     let server = scratch::Server::connect(admin.clone()).await?;
     let swept = server.sweep().await?;
     let database = scratch::name(&manifest.job);
@@ -189,6 +200,56 @@ pub async fn drill(
         swept,
         no_counts: checked.no_counts,
     })
+}
+
+/// Records a drill's outcome in the catalog (when one is configured; never fails).
+pub async fn record(
+    config: &crate::config::Config,
+    manifest: &Manifest,
+    options: &DrillOptions,
+    started_at: chrono::DateTime<Utc>,
+    drilled: &Result<DrillReport, DrillError>,
+) {
+    use crate::catalog::Checked;
+    let (target, checks, error) = match drilled {
+        Ok(report) => {
+            let r = &report.record;
+            let checks = Checked {
+                tables: r.tables,
+                rows: r.rows,
+                digests: r.digests,
+                sequences: r.sequences,
+                differences: Vec::new(),
+            };
+            (
+                format!("{}/{}", r.server, report.database),
+                Some(checks),
+                None,
+            )
+        }
+        Err(e) => {
+            let checks = match e {
+                DrillError::Failed { failures, .. } => Some(Checked {
+                    differences: failures.iter().map(ToString::to_string).collect(),
+                    ..Checked::default()
+                }),
+                _ => None,
+            };
+            let server = Target::resolve(&options.server, None)
+                .map_or_else(|_| "the drill's server".to_string(), |t| t.describe());
+            (server, checks, Some(crate::error::report(e)))
+        }
+    };
+    crate::catalog::record_restore(
+        config,
+        manifest,
+        crate::catalog::RestoreKind::Drill,
+        &target,
+        started_at,
+        checks.as_ref(),
+        error.as_deref(),
+    )
+    .await;
 }
 
 /// The restore into the scratch database (`info`), through the normal plan and apply, then

@@ -156,6 +156,12 @@ impl Target {
         self.info.get("dbname").unwrap_or("")
     }
 
+    /// The password resolved for this target (parameters, password file, PGPASSWORD or the
+    /// passfile), if any: for handing the same credentials to another database's conninfo.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
     pub fn user(&self) -> &str {
         self.info.get("user").unwrap_or("")
     }

@@ -115,6 +115,22 @@ async fn good_dump_and_export_backups_pass_and_leave_only_their_drill_record() {
         assert!(record["rows"].as_u64().unwrap() > 1000, "{record}");
         // The record is not part of the backup: it still verifies, and lists as drilled.
         run(&p, &["verify", &id]).await.expect_code(0);
+        let list = run(&p, &["list"]).await.expect_code(0);
+        let row = list.stdout.lines().find(|l| l.starts_with(&id)).unwrap();
+        assert!(row.ends_with("  drilled"), "{}", list.stdout);
+        let listed: serde_json::Value =
+            serde_json::from_str(&run(&p, &["list", "--json"]).await.expect_code(0).stdout)
+                .unwrap();
+        assert_eq!(listed[0]["drilled"], true, "{listed}");
+        let show = run(&p, &["show", &id]).await.expect_code(0);
+        assert!(
+            show.stdout.contains(&format!(
+                "last drill:      passed {}",
+                record["drilled_at"].as_str().unwrap().get(..16).unwrap()
+            )),
+            "{}",
+            show.stdout
+        );
     }
 }
 
@@ -342,4 +358,50 @@ async fn retention_keeps_the_newest_drilled_backup() {
             .exists()
     );
     assert!(!backup_dir(&p, name, &newer).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_objects_fail_the_drill_naming_them() {
+    let c = cluster();
+    let name = "drill_damaged";
+    let (p, db) = job(c, name, "export").await;
+    let older = p.backup_ok().await;
+    c.psql_sql(&db, "UPDATE actor SET last_name = lower(last_name);")
+        .await;
+    let id = p.backup_ok().await;
+    let dir = backup_dir(&p, name, &id);
+    let m = read_manifest(&dir);
+    let key_of = |table: &str| {
+        m["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["table"] == table)
+            .unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let actor = key_of("\"public\".\"actor\"");
+    let pristine = std::fs::read(dir.join(&actor)).unwrap();
+
+    // One flipped byte in the middle of a table object.
+    let mut flipped = pristine.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    std::fs::write(dir.join(&actor), &flipped).unwrap();
+    let r = drill(c, &p, &[]).await.expect_code(1);
+    assert!(r.error_line().contains(&actor), "{}", r.stderr);
+    assert!(r.error_line().contains("damaged"), "{}", r.stderr);
+    assert_eq!(scratch_databases(c, name).await, Vec::<String>::new());
+
+    // The same table's object from the older backup (valid gzip, other rows).
+    std::fs::copy(backup_dir(&p, name, &older).join(&actor), dir.join(&actor)).unwrap();
+    let r = drill(c, &p, &[]).await.expect_code(1);
+    assert!(r.error_line().contains(&actor), "{}", r.stderr);
+    assert_eq!(scratch_databases(c, name).await, Vec::<String>::new());
+    assert!(!dir.join("drill.json").exists());
+
+    std::fs::write(dir.join(&actor), &pristine).unwrap();
+    drill(c, &p, &[]).await.expect_code(0);
 }

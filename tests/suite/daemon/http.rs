@@ -69,10 +69,10 @@ async fn readyz_turns_unready_when_a_job_is_stale() {
 }
 
 /// What the in-test HTTP server received: method, path, body.
-type Captured = Arc<Mutex<Vec<(String, String, String)>>>;
+pub(super) type Captured = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// A tiny HTTP server answering 200 to everything and recording each request.
-async fn capture_server() -> (u16, Captured) {
+pub(super) async fn capture_server() -> (u16, Captured) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Captured = Arc::default();

@@ -17,6 +17,8 @@ command -v gunzip >/dev/null || missing+=(gzip)
 command -v zstd >/dev/null || missing+=(zstd)
 # jq: the by-hand manifest checks of docs/FORMAT.md (tests/suite/manual_restore.rs).
 command -v jq >/dev/null || missing+=(jq)
+# script: a pseudo-terminal for the progress line's test (tests/suite/progress.rs).
+command -v script >/dev/null || missing+=(bsdutils)
 # age: decrypting encrypted backups by hand (tests/suite/encryption.rs).
 command -v age >/dev/null || missing+=(age)
 # promtool (in Debian's prometheus package) checks the daemon's /metrics (tests/suite/daemon.rs).

@@ -272,6 +272,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
     }
 
     if job.globals {
+        crate::progress::get().phase("globals");
         let (globals, object) = dump_globals(job, run, &target, &server)
             .await
             .map_err(fail(Stage::Globals))?;

@@ -26,6 +26,7 @@ pub mod migrate;
 pub mod pattern;
 pub mod pg;
 pub mod process;
+pub mod progress;
 pub mod prune;
 pub mod redact;
 pub mod repository;

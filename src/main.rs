@@ -100,6 +100,20 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
     ) {
         stop_on_signals(cancel);
     }
+    let _progress = match cli.command {
+        Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Verify { .. }
+        | Command::Drill { .. } => {
+            use pgkeep::progress::display::{Mode, start};
+            start(match cli.progress {
+                cli::ProgressArg::Never => Mode::Never,
+                cli::ProgressArg::Auto => Mode::Auto,
+                cli::ProgressArg::Always => Mode::Always,
+            })
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Backup { job } => {
             let m = commands::backup(&config, job.as_deref(), cancel).await?;
@@ -291,7 +305,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("pgkeep=info,warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(pgkeep::progress::display::LogWriter)
         .with_target(false);
     match format {
         LogFormat::Text => builder.init(),

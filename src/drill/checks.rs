@@ -101,7 +101,10 @@ pub async fn run(client: &Client, describe: &str, manifest: &Manifest) -> Result
     let is_dump = manifest.kind != BackupKind::Export;
     checked.no_counts = is_dump && expected.is_empty() && !restored.is_empty();
 
+    let progress = crate::progress::get();
+    progress.items("tables", expected.len() as u64);
     for (table, want) in &expected {
+        progress.item_done();
         if !restored.contains(table) {
             checked.failures.push(Failure {
                 relation: table.clone(),

@@ -282,6 +282,7 @@ async fn restore_and_check(
     let scratch = Target::from_conninfo(info, None)
         .map_err(|e| DrillError::Target(crate::error::report(&e)))?;
     let client = scratch.connect().await?;
+    crate::progress::get().phase("checks");
     client
         .batch_execute(crate::source::snapshot::SESSION_SETUP)
         .await

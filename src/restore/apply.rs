@@ -60,6 +60,7 @@ pub async fn apply(
         }
     };
     let target_name = plan.target.dbname();
+    crate::progress::get().phase("swap");
     let previous = match &plan.action {
         Action::InPlace => "restored in place into the empty database".to_string(),
         Action::Create | Action::Replace { .. } => {
@@ -86,6 +87,12 @@ pub async fn apply(
 /// Restores the backup's contents into the database being built.
 async fn build(repo: &Repository, plan: &RestorePlan) -> Result<u64, RestoreError> {
     let into = plan.build_target();
+    // What the build reads: the dump object, or the table objects loaded (the plan staged
+    // an export's schema archive already).
+    crate::progress::get().expect_bytes(match &plan.content {
+        Content::Dump { object, .. } => object.stored_bytes,
+        Content::Export(e) => e.tables.iter().map(|o| o.stored_bytes).sum(),
+    });
     match &plan.content {
         Content::Dump {
             object, selection, ..

@@ -103,6 +103,7 @@ pub(super) async fn restore(
     let env = into.child_env();
     let jobs = plan.jobs.max(1);
     tracing::info!(backup = %manifest.id, target = %into.describe(), jobs, "running pg_restore");
+    crate::progress::get().phase("pg_restore");
 
     // A selective restore in place commits as pg_restore ends, which may be before the last
     // bytes are read and checked: it restores from a staged, fully verified archive instead.

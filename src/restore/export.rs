@@ -32,6 +32,8 @@ pub(super) async fn restore(
     let schema_archive = &export.archive;
 
     // 1. Schema without constraints that could depend on load order.
+    let progress = crate::progress::get();
+    progress.phase("schema");
     let mut missing = Vec::new();
     match mode {
         SchemaFrom::Dump => {
@@ -109,6 +111,8 @@ pub(super) async fn restore(
 
     // 3. Data; with the captured schema, big tables' indexes and keys as soon as their data
     //    is in.
+    progress.phase("load");
+    progress.items("tables", tables.len() as u64);
     let load = load_tables(
         Load {
             repo,
@@ -123,6 +127,7 @@ pub(super) async fn restore(
     .await?;
 
     // 4. Sequences.
+    progress.phase("indexes and keys");
     set_sequences(&admin, target, manifest, selective.then_some(&restored)).await?;
 
     // 5. Post-data: constraints, indexes, triggers, foreign keys.
@@ -172,6 +177,7 @@ pub(super) async fn restore(
         restore_foreign_keys(&admin, &foreign_keys, selective.then_some(&restored)).await?;
     }
     let loaded: Vec<String> = tables.iter().filter_map(|o| o.table.clone()).collect();
+    progress.phase("analyze");
     analyze(&admin, target, &loaded, plan.jobs as usize).await?;
     check_sequences(&admin, target, manifest, selective.then_some(&restored)).await?;
     Ok(load.raw_bytes)

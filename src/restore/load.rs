@@ -75,9 +75,10 @@ pub(super) async fn load_tables(
                 notified.await;
             };
             let result = match &work {
-                Work::Copy(object) => load_table(&client, repo, manifest, object)
-                    .await
-                    .map(|b| bytes += b),
+                Work::Copy(object) => load_table(&client, repo, manifest, object).await.map(|b| {
+                    crate::progress::get().item_done();
+                    bytes += b;
+                }),
                 Work::Build(entry) => schema.restore_entries(target, &[entry.line.as_str()]).await,
                 Work::Analyze(table) => exec(&client, &format!("ANALYZE {table}"), "ANALYZE").await,
             };

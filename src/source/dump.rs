@@ -75,6 +75,7 @@ pub async fn run(
     tracing::info!(job = %job.name, backup = %run.id(), snapshot = %snapshot.id,
         tables = tables.len(), "dumping the database; counting its tables in the same snapshot");
 
+    crate::progress::get().phase("dump");
     let mut args = super::pg_dump_args();
     args.push(format!("--snapshot={}", snapshot.id));
     let (running, stdout) =

@@ -206,6 +206,9 @@ async fn export_tables(
     snapshot: &str,
     tables: Vec<TableInfo>,
 ) -> Result<Vec<(usize, ObjectEntry)>, ExportError> {
+    let progress = crate::progress::get();
+    progress.phase("export");
+    progress.items("tables", tables.len() as u64);
     let mut indexed: Vec<(usize, TableInfo)> = tables.into_iter().enumerate().collect();
     indexed.sort_by_key(|(_, t)| std::cmp::Reverse(t.pages));
     let queue = Arc::new(Mutex::new(VecDeque::from(indexed)));
@@ -218,6 +221,7 @@ async fn export_tables(
                 let next = queue.lock().await.pop_front();
                 let Some((index, table)) = next else { break };
                 let entry = export_table(&client, job, run, index, &table).await?;
+                progress.item_done();
                 done.push((index, entry));
             }
             client

@@ -274,6 +274,7 @@ impl ChunkSink {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         self.hasher.update(&chunk);
         self.count += chunk.len() as u64;
+        crate::progress::get().bytes(chunk.len() as u64);
         self.tx
             .blocking_send(Ok(Bytes::from(chunk)))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
@@ -372,6 +373,7 @@ impl<R: Read> Read for VerifyingReader<R> {
             return Ok(0);
         }
         self.count += n as u64;
+        crate::progress::get().bytes(n as u64);
         if self.count > self.expected.stored_bytes {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -178,6 +178,13 @@ pub async fn verify(
     if manifests.is_empty() && damaged.is_empty() {
         let _ = writeln!(out, "no committed backups in {}", repo.describe());
     }
+    let progress = crate::progress::get();
+    progress.phase("verify");
+    progress.items(
+        "objects",
+        manifests.iter().map(|m| m.objects.len() as u64).sum(),
+    );
+    progress.expect_bytes(manifests.iter().map(Manifest::stored_bytes).sum());
     for m in manifests {
         backups += 1;
         let mut integrity = if m.checksum.is_some() {
@@ -216,6 +223,7 @@ pub async fn verify(
             let check = verify_object(repo, &m, object, bin_dir, &mut tools).await;
             let _ = writeln!(out, "{check}");
             let _ = out.flush();
+            progress.item_done();
             checked += 1;
             if check.is_unreadable() {
                 tracing::warn!(backup = %m.id, object = %check.key, "object could not be read");

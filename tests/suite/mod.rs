@@ -17,6 +17,7 @@ mod harness;
 mod manual_restore;
 mod migrate;
 mod packaging;
+mod progress;
 mod python_client;
 mod restore_dry_run;
 mod restore_roles;

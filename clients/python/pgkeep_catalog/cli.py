@@ -214,7 +214,8 @@ def run_drill(args: argparse.Namespace, conn: Connection, out: TextIO) -> Option
         if r is None:
             print("last restore: none recorded", file=out)
         else:
-            line = f"last restore: {r.status}, backup {r.job}/{r.backup_id} into {r.target}, started {iso(r.started_at)}"
+            what = "last restore" if r.kind == "restore" else f"last restore ({r.kind})"
+            line = f"{what}: {r.status}, backup {r.job}/{r.backup_id} into {r.target}, started {iso(r.started_at)}"
             if r.error:
                 line += f"; error: {r.error}"
             print(line, file=out)

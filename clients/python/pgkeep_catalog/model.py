@@ -194,6 +194,8 @@ class Restore:
     started_at: datetime
     finished_at: Optional[datetime]
     error: Optional[str]
+    #: `restore` (an operator's) or `drill` (`pgkeep drill`: into a scratch database, checked).
+    kind: str = "restore"
 
     @property
     def failed(self) -> bool:
@@ -202,6 +204,7 @@ class Restore:
     def to_json(self) -> dict[str, Any]:
         return {
             "job": self.job,
+            "kind": self.kind,
             "backup_id": self.backup_id,
             "target": self.target,
             "status": self.status,

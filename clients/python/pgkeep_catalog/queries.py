@@ -51,10 +51,11 @@ LAST_VERIFICATION_SQL = (
     "ORDER BY v.started_at DESC, v.verification_id DESC LIMIT 1"
 )
 
-#: The newest restore (of one job's backups, or of any): the first entries of
+#: The newest restore, an operator's or a drill's (`kind`), of one job's backups or of any: the
+#: first entries of
 #: `restore_run_started_idx (started_at DESC, restore_id DESC)`.
 LAST_RESTORE_SQL = (
-    "SELECT r.job, r.backup_id, x.target, x.status, x.started_at, x.finished_at, x.error "
+    "SELECT r.job, r.backup_id, x.target, x.status, x.started_at, x.finished_at, x.error, x.kind "
     "FROM pgkeep.restore_run x JOIN pgkeep.backup_run r ON r.run_id = x.run_id "
     "WHERE %(job)s::text IS NULL OR r.job = %(job)s "
     "ORDER BY x.started_at DESC, x.restore_id DESC LIMIT 1"

@@ -178,8 +178,8 @@ def test_drill_results_are_read_and_judged(populated: Populated, scratch_catalog
     )
     c.sql(
         scratch_catalog,
-        "INSERT INTO pgkeep.restore_run (run_id, target, status, started_at, finished_at, error) "
-        "SELECT run_id, 'pgkeep@127.0.0.1:5432/drill_main', 'failed', now() - interval '1 hour', "
+        "INSERT INTO pgkeep.restore_run (run_id, kind, target, status, started_at, finished_at, error) "
+        "SELECT run_id, 'drill', 'pgkeep@127.0.0.1:5432/drill_main', 'failed', now() - interval '1 hour', "
         "now() - interval '59 minutes', 'pg_restore failed (exit code 1)' "
         "FROM pgkeep.backup_run WHERE job = 'main' AND backup_id = %s",
         (p.main_ids[0],),
@@ -194,12 +194,16 @@ def test_drill_results_are_read_and_judged(populated: Populated, scratch_catalog
     assert doc["verification"]["backup_id"] == p.main_ids[1]
     assert doc["restore"]["target"] == "pgkeep@127.0.0.1:5432/drill_main"
     assert doc["restore"]["error"] == "pg_restore failed (exit code 1)"
+    assert doc["restore"]["kind"] == "drill"
     assert run.error_lines() == ["error: the last drill failed"]
     text = run_client(*reader(p, "drill", db=scratch_catalog), home=p.home)
     assert text.stdout.splitlines()[0].startswith(
         f"last verification: damaged, backup main/{p.main_ids[1]}"
     )
     assert "; damaged: " + ", ".join(damaged) in text.stdout
+    assert text.stdout.splitlines()[1].startswith(
+        f"last restore (drill): failed, backup main/{p.main_ids[0]}"
+    )
 
     # Newer good results make it pass, within the age limit; another job has none.
     c.sql(

@@ -57,6 +57,17 @@ pub fn identities(
         .map_err(|e| UsageError(crate::error::report(&e)).into())
 }
 
+/// The migrations of the job that made `manifest`'s backup, if it (still) has any.
+fn job_migrations(
+    config: &Config,
+    manifest: &crate::manifest::Manifest,
+) -> Option<crate::config::Migrations> {
+    config
+        .jobs
+        .get(&manifest.job)
+        .and_then(|j| j.export.migrations.clone())
+}
+
 /// The job a command is about: the named one (which must exist), else the only one.
 fn job_scope<'a>(config: &'a Config, job: Option<&'a str>) -> Result<Option<&'a str>, UsageError> {
     match job {
@@ -179,10 +190,7 @@ pub async fn restore(
     let manifest = resolve(config, &repo, job, backup).await?;
     let mut options = options;
     if options.migrations.is_none() {
-        options.migrations = config
-            .jobs
-            .get(&manifest.job)
-            .and_then(|j| j.export.migrations.clone());
+        options.migrations = job_migrations(config, &manifest);
     }
     let plan = tokio::select! {
         plan = restore::plan(&repo, manifest, options) => plan?,
@@ -238,10 +246,7 @@ pub async fn drill(
     let manifest = resolve(config, &repo, job, backup).await?;
     let mut options = options;
     if options.migrations.is_none() {
-        options.migrations = config
-            .jobs
-            .get(&manifest.job)
-            .and_then(|j| j.export.migrations.clone());
+        options.migrations = job_migrations(config, &manifest);
     }
     let started_at = chrono::Utc::now();
     let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;

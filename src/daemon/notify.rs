@@ -104,18 +104,8 @@ impl Notifier {
                 "duration_seconds": duration.as_secs_f64(),
                 "bytes": bytes,
                 "error": error,
-                "host": &*self.host,
-                "at": chrono::Utc::now(),
-                "pgkeep_version": env!("CARGO_PKG_VERSION"),
             });
-            self.send(
-                job,
-                Method::POST,
-                url,
-                &body.to_string(),
-                Some("application/json"),
-            )
-            .await;
+            self.post_event(job, url, body).await;
         }
         if let Some(url) = &targets.ping_url {
             let (url, text) = match outcome {
@@ -147,19 +137,24 @@ impl Notifier {
                 "backup": backup,
                 "duration_seconds": duration.as_secs_f64(),
                 "error": error,
-                "host": &*self.host,
-                "at": chrono::Utc::now(),
-                "pgkeep_version": env!("CARGO_PKG_VERSION"),
             });
-            self.send(
-                job,
-                Method::POST,
-                url,
-                &body.to_string(),
-                Some("application/json"),
-            )
-            .await;
+            self.post_event(job, url, body).await;
         }
+    }
+
+    /// POSTs a webhook event, with the host, the time and pgkeep's version added.
+    async fn post_event(&self, job: &str, url: &str, mut body: serde_json::Value) {
+        body["host"] = json!(&*self.host);
+        body["at"] = json!(chrono::Utc::now());
+        body["pgkeep_version"] = json!(env!("CARGO_PKG_VERSION"));
+        self.send(
+            job,
+            Method::POST,
+            url,
+            &body.to_string(),
+            Some("application/json"),
+        )
+        .await;
     }
 
     async fn send(

@@ -141,7 +141,7 @@ pub enum Command {
         /// Restore only the backup's roles into the server of --target, in one transaction:
         /// missing roles are created, existing ones left alone, tablespaces skipped
         #[arg(long, conflicts_with_all = [
-            "clean", "create", "in_place", "keep_old", "no_owner", "schema_from", "tables",
+            "jobs", "clean", "create", "in_place", "keep_old", "no_owner", "schema_from", "tables",
             "allow_drift", "json",
         ])]
         globals_only: bool,

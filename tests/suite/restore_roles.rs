@@ -278,5 +278,26 @@ async fn a_failure_in_the_middle_applies_no_role() {
         "{}",
         r.stderr
     );
+    // Options of a database restore are usage errors with --globals-only.
+    let r = run(
+        &p2,
+        &[
+            "restore",
+            &id2,
+            "--globals-only",
+            "--jobs",
+            "2",
+            "--target",
+            &c.url("postgres"),
+        ],
+    )
+    .await
+    .expect_code(2);
+    assert!(
+        r.stderr
+            .contains("'--globals-only' cannot be used with '--jobs"),
+        "{}",
+        r.stderr
+    );
     drop_roles(c, &[&restorer]).await;
 }

@@ -77,6 +77,13 @@ pub enum Command {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Print the backup's roles and tablespaces (the globals SQL), read and verified
+        #[arg(long, conflicts_with = "json")]
+        globals: bool,
+        /// An age identity file, for --globals of an encrypted backup (repeatable; default:
+        /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
+        #[arg(long, value_name = "FILE", requires = "globals")]
+        identity: Vec<PathBuf>,
     },
     /// Restore a backup into a database: built beside the target and swapped in by renaming,
     /// so a failed restore leaves the target as it was
@@ -105,9 +112,13 @@ pub enum Command {
         /// Keep the replaced database under a printed name instead of dropping it
         #[arg(long)]
         keep_old: bool,
-        /// Print what the restore would do, after every check, and change nothing
+        /// Print what the restore would do, after every check, and change nothing (read-only
+        /// sessions only)
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: print the plan as one JSON object (fields in docs/FORMAT.md)
+        #[arg(long, requires = "dry_run")]
+        json: bool,
         /// Do not restore object ownership (for a server without the source's roles)
         #[arg(long)]
         no_owner: bool,
@@ -115,7 +126,9 @@ pub enum Command {
         /// migrations (default: migrations when the job has a migrations dir)
         #[arg(long, value_enum)]
         schema_from: Option<SchemaFromArg>,
-        /// Export backups: restore only the data of tables matching these patterns
+        /// Restore only the tables matching these patterns: for an export their data (the
+        /// whole schema is created), for a dump their schema and data with what belongs to
+        /// them; foreign keys only between restored tables
         #[arg(long, value_delimiter = ',', value_name = "PATTERN,...")]
         tables: Vec<String>,
         /// Export backups: load the data even when the migrated schema differs
@@ -125,6 +138,20 @@ pub enum Command {
         /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
         #[arg(long, value_name = "FILE")]
         identity: Vec<PathBuf>,
+        /// Restore only the backup's roles into the server of --target, in one transaction:
+        /// missing roles are created, existing ones left alone, tablespaces skipped
+        #[arg(long, conflicts_with_all = [
+            "jobs", "clean", "create", "in_place", "keep_old", "no_owner", "schema_from", "tables",
+            "allow_drift", "json",
+        ])]
+        globals_only: bool,
+        /// With --globals-only: also bring existing roles to the backup's attributes,
+        /// settings, memberships and comments (never the role running the restore)
+        #[arg(long, requires = "globals_only")]
+        update_roles: bool,
+        /// With --globals-only: set the backup's role passwords (without it none is set)
+        #[arg(long, requires = "globals_only")]
+        role_passwords: bool,
     },
     /// Re-read backups: check every object's size and sha256, decode it fully, and check the
     /// archive (pg_restore --list) or the row count; exit 1 naming every damaged object

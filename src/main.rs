@@ -8,9 +8,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use cli::{CatalogCommand, Cli, Command, LogFormat};
-use pgkeep::commands;
+use pgkeep::commands::{self, PlanFormat};
 use pgkeep::error::{Cancel, Stop, report_anyhow};
-use pgkeep::restore::{RestoreOptions, SchemaFrom};
+use pgkeep::restore::{RestoreOptions, RolesOptions, SchemaFrom};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -132,11 +132,23 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 commands::list(&config, job.as_deref(), json, verify).await?
             );
         }
-        Command::Show { backup, job, json } => {
-            print!(
-                "{}",
-                commands::show(&config, job.as_deref(), &backup, json).await?
-            );
+        Command::Show {
+            backup,
+            job,
+            json,
+            globals,
+            identity,
+        } => {
+            if globals {
+                let sql =
+                    commands::show_globals(&config, job.as_deref(), &backup, &identity).await?;
+                print!("{sql}");
+            } else {
+                print!(
+                    "{}",
+                    commands::show(&config, job.as_deref(), &backup, json).await?
+                );
+            }
         }
         Command::Restore {
             backup,
@@ -148,12 +160,35 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             in_place,
             keep_old,
             dry_run,
+            json,
             no_owner,
             schema_from,
             tables,
             allow_drift,
             identity,
+            globals_only,
+            update_roles,
+            role_passwords,
         } => {
+            if globals_only {
+                let options = RolesOptions {
+                    target,
+                    update_existing: update_roles,
+                    passwords: role_passwords,
+                    dry_run,
+                };
+                let out = commands::restore_roles(
+                    &config,
+                    job.as_deref(),
+                    &backup,
+                    &options,
+                    &identity,
+                    cancel,
+                )
+                .await?;
+                print!("{out}");
+                return Ok(());
+            }
             let options = RestoreOptions {
                 target,
                 jobs,
@@ -177,7 +212,11 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 &backup,
                 options,
                 &identity,
-                dry_run,
+                dry_run.then_some(if json {
+                    PlanFormat::Json
+                } else {
+                    PlanFormat::Text
+                }),
                 cancel,
             )
             .await?

@@ -240,6 +240,21 @@ impl Running {
         Ok((running, stdin))
     }
 
+    /// Starts `cmd` with stdin piped (for writing) and stdout piped (for reading).
+    ///
+    /// # Errors
+    /// `ChildError::Spawn`.
+    pub fn spawn_filter(
+        program: &str,
+        mut cmd: Command,
+    ) -> Result<(Running, ChildStdin, ChildStdout), ChildError> {
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut running = Self::spawn(program, cmd)?;
+        let stdin = running.child.stdin.take().expect("stdin is piped");
+        let stdout = running.child.stdout.take().expect("stdout is piped");
+        Ok((running, stdin, stdout))
+    }
+
     /// Starts `cmd` with no stdin or stdout.
     ///
     /// # Errors

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
-use super::{open_repository, resolve};
+use super::{identities, open_repository, resolve};
 use crate::config::Config;
 use crate::human;
 use crate::manifest::Manifest;
@@ -220,4 +220,22 @@ pub async fn show(
         );
     }
     Ok(out)
+}
+
+/// `pgkeep show BACKUP --globals`: the backup's globals SQL (roles, tablespaces), read
+/// verified (size, sha256, decoded, decrypted).
+///
+/// # Errors
+/// As `resolve`; a usage error for a backup without globals; damage.
+pub async fn show_globals(
+    config: &Config,
+    job: Option<&str>,
+    backup: &str,
+    identity: &[std::path::PathBuf],
+) -> anyhow::Result<String> {
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
+    let m = resolve(config, &repo, job, backup).await?;
+    Ok(crate::restore::globals_sql(&repo, &m).await?)
 }

@@ -5,7 +5,7 @@ mod inspect;
 use std::fmt::Write as _;
 use std::path::Path;
 
-pub use inspect::{list, show};
+pub use inspect::{list, show, show_globals};
 
 use crate::config::Config;
 use crate::error::{Cancel, UsageError};
@@ -161,8 +161,16 @@ async fn take_lock(job: &crate::config::Job) -> anyhow::Result<crate::lock::JobL
     }
 }
 
+/// How `restore --dry-run` prints its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    /// One JSON object (`--json`), printed only once the whole plan is made.
+    Json,
+}
+
 /// `pgkeep restore BACKUP --target ...`: plan, then (unless `dry_run`) apply. Returns the
-/// plan as text for a dry run, else the report.
+/// plan, as text or JSON, for a dry run, else the report.
 ///
 /// # Errors
 /// As `resolve`, `restore::plan` and `restore::apply`.
@@ -173,7 +181,7 @@ pub async fn restore(
     backup: &str,
     options: RestoreOptions,
     identity: &[std::path::PathBuf],
-    dry_run: bool,
+    dry_run: Option<PlanFormat>,
     cancel: &Cancel,
 ) -> anyhow::Result<Result<RestoreReport, String>> {
     let repo = open_repository(config)
@@ -188,8 +196,14 @@ pub async fn restore(
         plan = restore::plan(&repo, manifest, options) => plan?,
         interrupted = cancel.cancelled() => return Err(interrupted.into()),
     };
-    if dry_run {
-        return Ok(Err(format!("{plan}(dry run: nothing was changed)\n")));
+    match dry_run {
+        Some(PlanFormat::Text) => {
+            return Ok(Err(format!("{plan}(dry run: nothing was changed)\n")));
+        }
+        Some(PlanFormat::Json) => {
+            return Ok(Err(serde_json::to_string_pretty(&plan.to_json())? + "\n"));
+        }
+        None => {}
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
     let (manifest, target, started_at) = (
@@ -267,6 +281,34 @@ pub fn drill_summary(report: &crate::drill::DrillReport) -> String {
         r.backup, r.job, r.server, r.tables, r.rows, r.sequences, r.seconds
     );
     out
+}
+
+/// `pgkeep restore BACKUP --globals-only --target ...`: the backup's roles into the target's
+/// server (see `restore::restore_roles`). Returns what to print: a line per role and note.
+///
+/// # Errors
+/// As `resolve` and `restore::restore_roles`.
+pub async fn restore_roles(
+    config: &Config,
+    job: Option<&str>,
+    backup: &str,
+    options: &restore::RolesOptions,
+    identity: &[std::path::PathBuf],
+    cancel: &Cancel,
+) -> anyhow::Result<String> {
+    let repo = open_repository(config)
+        .await?
+        .reading_with(identities(config, identity)?);
+    let manifest = resolve(config, &repo, job, backup).await?;
+    let report = tokio::select! {
+        report = restore::restore_roles(&repo, &manifest, options) => report?,
+        interrupted = cancel.cancelled() => return Err(interrupted.into()),
+    };
+    let mut out = String::new();
+    for line in &report.lines {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(out)
 }
 
 /// `pgkeep prune [--job JOB] [--dry-run]`: applies retention to one job, or to every job with

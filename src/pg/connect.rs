@@ -139,6 +139,19 @@ impl Target {
         t
     }
 
+    /// The same settings for sessions that only look: every transaction in them is
+    /// read-only (`default_transaction_read_only`), so a mistake cannot write.
+    pub fn read_only(&self) -> Target {
+        let mut t = self.clone();
+        let setting = "-c default_transaction_read_only=on";
+        let options = match t.info.get("options").filter(|o| !o.trim().is_empty()) {
+            Some(o) => format!("{o} {setting}"),
+            None => setting.to_string(),
+        };
+        t.info.set("options", options);
+        t
+    }
+
     pub fn dbname(&self) -> &str {
         self.info.get("dbname").unwrap_or("")
     }

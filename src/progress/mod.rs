@@ -56,9 +56,11 @@ impl Progress {
         self.items_done.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// About `total` bytes are to be moved (0: unknown).
+    /// About `total` bytes are to be moved (0: unknown); none are yet (what a plan read
+    /// before, such as an archive's table of contents, is not part of it).
     pub fn expect_bytes(&self, total: u64) {
         self.bytes_total.store(total, Ordering::Relaxed);
+        self.bytes_done.store(0, Ordering::Relaxed);
     }
 
     /// `n` more bytes were moved (read from, or written to, the store).

@@ -87,17 +87,21 @@ pub async fn apply(
 /// Restores the backup's contents into the database being built.
 async fn build(repo: &Repository, plan: &RestorePlan) -> Result<u64, RestoreError> {
     let into = plan.build_target();
-    let progress = crate::progress::get();
-    progress.expect_bytes(
-        plan.manifest
-            .objects
-            .iter()
-            .filter(|o| o.role != crate::manifest::ObjectRole::Globals)
-            .map(|o| o.stored_bytes)
-            .sum(),
-    );
+    // What the build reads: the dump object, or the table objects loaded (the plan staged
+    // an export's schema archive already).
+    crate::progress::get().expect_bytes(match &plan.content {
+        Content::Dump { object, .. } => object.stored_bytes,
+        Content::Export(e) => e.tables.iter().map(|o| o.stored_bytes).sum(),
+    });
     match &plan.content {
-        Content::Dump { object } => dump::restore(repo, plan, object, &into).await,
+        Content::Dump {
+            object, selection, ..
+        } => {
+            if let Some(s) = selection {
+                s.warn_left_out();
+            }
+            dump::restore(repo, plan, object, selection.as_deref(), &into).await
+        }
         Content::Export(e) => export::restore(repo, plan, e, &into).await,
     }
 }

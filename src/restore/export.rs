@@ -133,14 +133,17 @@ pub(super) async fn restore(
     // 5. Post-data: constraints, indexes, triggers, foreign keys.
     match mode {
         SchemaFrom::Dump => {
-            if selective {
-                tracing::warn!("a selective restore does not recreate foreign keys");
+            for fk in &export.foreign_keys_left_out {
+                tracing::warn!(table = %fk.table, constraint = %fk.constraint,
+                    "foreign key not recreated: a table it links is not part of this selective restore");
             }
-            // What the load did not build already.
+            // What the load did not build already; a selective restore's foreign keys only
+            // between restored tables.
             let keep = |line: &str| {
                 toc::line_id(line).is_none_or(|id| !load.built.contains(&id))
                     && (!selective
-                        || toc::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT"))
+                        || toc::toc_entry(line).is_none_or(|(desc, _)| desc != "FK CONSTRAINT")
+                        || toc::line_id(line).is_some_and(|id| export.keys_kept.contains(&id)))
             };
             let left = export.post_data.values().filter(|line| keep(line)).count();
             if left > 0 {

@@ -3,7 +3,7 @@
 //! patterns, the schema source, the target's state and what the restoring role may do, the
 //! names of the database the restore is built in and of the replaced one; for an export, the
 //! schema archive staged (fully verified) and checked against the manifest, and the post-data
-//! entries to build during the load. The plan prints itself
+//! entries to build during the load (in `plan_export`). The plan prints itself
 //! (`restore --dry-run`, in `describe`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,18 +11,15 @@ use std::path::PathBuf;
 
 use super::properties::{self, DbProperties};
 use super::schema::SchemaArchive;
+use super::select::{self, LeftOutKey, Selection};
 use super::target::{self, Server, side_name};
-use super::{RestoreError, RestoreOptions, SchemaFrom, stage, toc};
+use super::{RestoreError, RestoreOptions, SchemaFrom, dump, plan_export, stage, toc};
 use crate::config::Migrations;
 use crate::manifest::{BackupKind, Manifest, ObjectEntry, ObjectRole};
 use crate::pg::Target;
 use crate::process::Tool;
 use crate::repository::Repository;
 use crate::source::TablePattern;
-
-/// Post-data entries of tables smaller than this wait for the pass after the load: each
-/// entry built during the load costs a `pg_restore` run, worth it only when the build is long.
-const EARLY_BUILD_MIN_BYTES: u64 = 16 << 20;
 
 /// What happens to the target database.
 #[derive(Debug)]
@@ -37,6 +34,9 @@ pub enum Action {
         /// Some of its relations, when it held data.
         examples: Vec<String>,
         keep_old: bool,
+        /// Its size now (`pg_database_size`): the old and the new exist side by side until
+        /// the swap.
+        bytes: Option<i64>,
     },
     /// `--in-place`: straight into the existing, empty target. Not atomic.
     InPlace,
@@ -45,7 +45,13 @@ pub enum Action {
 /// What is restored.
 #[derive(Debug)]
 pub enum Content {
-    Dump { object: ObjectEntry },
+    Dump {
+        object: ObjectEntry,
+        /// Every table of the archive, `"schema"."name"`.
+        tables: Vec<String>,
+        /// What `--tables` restores of it.
+        selection: Option<Box<Selection>>,
+    },
     Export(Box<ExportPlan>),
 }
 
@@ -60,6 +66,11 @@ pub struct ExportPlan {
     pub selective: bool,
     pub(super) early: Vec<toc::Early>,
     pub(super) post_data: BTreeMap<u32, String>,
+    /// Selective, with the captured schema: the foreign keys between restored tables (their
+    /// entry ids), recreated.
+    pub(super) keys_kept: BTreeSet<u32>,
+    /// Selective: the foreign keys of restored tables that link a table left out.
+    pub foreign_keys_left_out: Vec<LeftOutKey>,
     pub allow_drift: bool,
 }
 
@@ -92,7 +103,7 @@ impl RestorePlan {
     }
 }
 
-fn schema_from(options: &RestoreOptions) -> SchemaFrom {
+pub(super) fn schema_from(options: &RestoreOptions) -> SchemaFrom {
     options
         .schema_from
         .unwrap_or(if options.migrations.is_some() {
@@ -120,16 +131,19 @@ pub async fn plan(
         });
     }
     let export = manifest.kind == BackupKind::Export;
-    if !export
-        && (!options.tables.is_empty() || options.schema_from.is_some() || options.allow_drift)
-    {
+    if !export && (options.schema_from.is_some() || options.allow_drift) {
         return Err(usage(
-            "--tables, --schema-from and --allow-drift apply to export backups only".into(),
+            "--schema-from and --allow-drift apply to export backups only".into(),
         ));
     }
+    let patterns = options
+        .tables
+        .iter()
+        .map(|p| TablePattern::parse(p).map_err(|e| usage(format!("--tables: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let tables = if export {
-        check_export_options(&manifest, &options)?;
-        select_tables(&manifest, &options.tables)?
+        plan_export::check_export_options(&manifest, &options)?;
+        plan_export::select_tables(&manifest, &patterns)?
     } else {
         Vec::new()
     };
@@ -149,8 +163,9 @@ pub async fn plan(
         });
     }
 
-    // The target, and what may be done to it.
-    let server = Server::connect(&target).await?;
+    // The target, and what may be done to it, through sessions that cannot write.
+    let reading = target.read_only();
+    let server = Server::connect(&reading).await?;
     let name = target.dbname().to_string();
     let properties = properties::properties(&server, &name).await?;
     let action = match properties {
@@ -162,7 +177,7 @@ pub async fn plan(
         None if options.create => Action::Create,
         None => return Err(RestoreError::MissingDatabase { database: name }),
         Some(properties) => {
-            let examples = target::user_relations(&target, 5).await?;
+            let examples = target::user_relations(&reading, 5).await?;
             match (examples.is_empty(), options.clean, options.in_place) {
                 (false, false, _) => {
                     return Err(RestoreError::TargetNotEmpty {
@@ -180,6 +195,7 @@ pub async fn plan(
                     properties,
                     examples,
                     keep_old: options.keep_old,
+                    bytes: target::size(&server, &name).await?,
                 },
             }
         }
@@ -194,7 +210,7 @@ pub async fn plan(
 
     let content = if export {
         Content::Export(Box::new(
-            plan_export(
+            plan_export::plan_export(
                 repo,
                 &manifest,
                 &options,
@@ -209,7 +225,23 @@ pub async fn plan(
             .object(&ObjectRole::Dump)
             .cloned()
             .expect("a consistent dump manifest has a dump object");
-        Content::Dump { object }
+        let listing = dump::read_toc(repo, &manifest, &object, &tool).await?;
+        let tables = select::archived_tables(&toc::parse(&listing))
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let selection = if patterns.is_empty() {
+            None
+        } else {
+            let chosen = select::select(&listing, &patterns)
+                .map_err(|e| usage(format!("backup {}: {e}", manifest.id)))?;
+            Some(Box::new(chosen))
+        };
+        Content::Dump {
+            object,
+            tables,
+            selection,
+        }
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
     let (build, old) = match &action {
@@ -268,152 +300,6 @@ async fn check_privileges(
         )));
     }
     Ok(())
-}
-
-fn check_export_options(manifest: &Manifest, options: &RestoreOptions) -> Result<(), RestoreError> {
-    if schema_from(options) == SchemaFrom::Migrations {
-        if options.migrations.is_none() {
-            return Err(RestoreError::Usage(format!(
-                "--schema-from migrations needs migrations.dir on job '{}' in the configuration",
-                manifest.job
-            )));
-        }
-        if manifest.migration_version.is_none() {
-            return Err(RestoreError::Usage(format!(
-                "backup {} records no migration version (the tracking table did not exist); use --schema-from dump",
-                manifest.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The table objects `patterns` select (all when there are none).
-fn select_tables(
-    manifest: &Manifest,
-    patterns: &[String],
-) -> Result<Vec<ObjectEntry>, RestoreError> {
-    let parsed = patterns
-        .iter()
-        .map(|p| TablePattern::parse(p).map_err(|e| RestoreError::Usage(format!("--tables: {e}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let chosen: Vec<ObjectEntry> = manifest
-        .objects_with_role(&ObjectRole::Table)
-        .filter(|o| {
-            parsed.is_empty()
-                || o.table
-                    .as_deref()
-                    .and_then(split_qualified)
-                    .is_some_and(|(s, n)| parsed.iter().any(|p| p.matches(&s, &n)))
-        })
-        .cloned()
-        .collect();
-    if !parsed.is_empty() && chosen.is_empty() {
-        return Err(RestoreError::Usage(format!(
-            "no table of backup {} matches --tables {}",
-            manifest.id,
-            patterns.join(",")
-        )));
-    }
-    Ok(chosen)
-}
-
-/// Stages the schema archive (every byte checked), reads its table of contents, checks it
-/// against the manifest and plans the load.
-async fn plan_export(
-    repo: &Repository,
-    manifest: &Manifest,
-    options: &RestoreOptions,
-    tables: Vec<ObjectEntry>,
-    tool: Tool,
-    staging_dir: &std::path::Path,
-) -> Result<ExportPlan, RestoreError> {
-    let object = manifest
-        .object(&ObjectRole::Schema)
-        .expect("a consistent export manifest has a schema object");
-    let file = stage::stage(repo, manifest, object, staging_dir).await?;
-    let archive = SchemaArchive {
-        tool,
-        file,
-        no_owner: options.no_owner,
-    };
-    let listing = archive.list(false, None).await?;
-    let archived: Vec<&str> = listing
-        .lines()
-        .filter_map(|l| match toc::toc_entry(l) {
-            Some(("TABLE", rest)) => Some(rest),
-            _ => None,
-        })
-        .collect();
-    let mut problems = Vec::new();
-    for o in manifest.objects_with_role(&ObjectRole::Table) {
-        let name = o.table.as_deref().unwrap_or_default();
-        let found = split_qualified(name).is_some_and(|(s, n)| {
-            let prefix = format!("{s} {n} ");
-            archived.iter().any(|rest| rest.starts_with(&prefix))
-        });
-        if !found {
-            problems.push(format!(
-                "its schema archive defines no table {name}, which object {} holds rows of",
-                o.key
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(RestoreError::Inconsistent {
-            id: manifest.id.clone(),
-            problems,
-        });
-    }
-    let mode = schema_from(options);
-    let selective = !options.tables.is_empty();
-    let (early, post_data) = match mode {
-        SchemaFrom::Dump => early_post_data(&archive, &tables, !selective).await?,
-        SchemaFrom::Migrations => (Vec::new(), BTreeMap::new()),
-    };
-    Ok(ExportPlan {
-        archive,
-        schema_from: mode,
-        migrations: options.migrations.clone(),
-        tables,
-        selective,
-        early,
-        post_data,
-        allow_drift: options.allow_drift,
-    })
-}
-
-/// The post-data entries to build during the load (see `toc::early`; foreign keys only with
-/// `foreign_keys`), and all post-data entries by id.
-async fn early_post_data(
-    archive: &SchemaArchive,
-    tables: &[ObjectEntry],
-    foreign_keys: bool,
-) -> Result<(Vec<toc::Early>, BTreeMap<u32, String>), RestoreError> {
-    let post_data: BTreeMap<u32, String> = archive
-        .list(false, Some("post-data"))
-        .await?
-        .lines()
-        .filter_map(|l| Some((toc::line_id(l)?, l.to_string())))
-        .collect();
-    let loaded: Vec<toc::Loaded> = tables
-        .iter()
-        .filter_map(|o| {
-            let name = o.table.clone()?;
-            let (schema, table) = split_qualified(&name)?;
-            Some(toc::Loaded {
-                name,
-                prefix: format!("{schema} {table} "),
-                big: o.raw_bytes >= EARLY_BUILD_MIN_BYTES,
-            })
-        })
-        .collect();
-    if post_data.is_empty() || !loaded.iter().any(|t| t.big) {
-        return Ok((Vec::new(), post_data));
-    }
-    let entries = toc::parse(&archive.list(true, None).await?);
-    let ids: BTreeSet<u32> = post_data.keys().copied().collect();
-    Ok((toc::early(&entries, &ids, &loaded, foreign_keys), post_data))
 }
 
 /// `"schema"."name"` back into its two catalog names.

@@ -131,7 +131,7 @@ impl SchemaArchive {
     }
 }
 
-fn write_list(list: &str) -> Result<tempfile::NamedTempFile, RestoreError> {
+pub(super) fn write_list(list: &str) -> Result<tempfile::NamedTempFile, RestoreError> {
     let fail = |e: std::io::Error| RestoreError::Step(format!("writing a restore list: {e}"));
     let file = tempfile::NamedTempFile::new().map_err(fail)?;
     std::fs::write(file.path(), list).map_err(fail)?;

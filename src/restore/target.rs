@@ -286,6 +286,20 @@ fn is_side_of(name: &str, target: &str) -> bool {
     })
 }
 
+/// The size of database `name` (`pg_database_size`), `None` when the role may not see it.
+pub(super) async fn size(server: &Server, name: &str) -> Result<Option<i64>, RestoreError> {
+    let row = server
+        .client
+        .query_one(
+            "SELECT CASE WHEN has_database_privilege(d.oid, 'CONNECT') \
+                    THEN pg_database_size(d.oid) END FROM pg_database d WHERE d.datname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(server.query_error("reading the target database's size"))?;
+    Ok(row.get(0))
+}
+
 /// Whether a database has user relations, as a restore counts them (up to `limit` names).
 pub(super) async fn user_relations(target: &Target, limit: i64) -> Result<Vec<String>, PgError> {
     let client = target.connect().await?;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The description part of a TOC line: `ID; OID OID DESC rest` -> (`DESC`, `rest`).
 pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
+    // Longest first where one is the start of another.
     const DESCS: &[&str] = &[
         "FK CONSTRAINT",
         "CHECK CONSTRAINT",
@@ -17,9 +18,24 @@ pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
         "TABLE ATTACH",
         "TABLE DATA",
         "TABLE",
+        "DEFAULT ACL",
         "DEFAULT",
         "SEQUENCE OWNED BY",
+        "SEQUENCE SET",
         "SEQUENCE",
+        "MATERIALIZED VIEW DATA",
+        "MATERIALIZED VIEW",
+        "VIEW",
+        "TRIGGER",
+        "POLICY",
+        "ROW SECURITY",
+        "RULE",
+        "ACL",
+        "COMMENT",
+        "SECURITY LABEL",
+        "STATISTICS DATA",
+        "STATISTICS",
+        "PUBLICATION TABLE",
     ];
     let (_, after) = line.split_once("; ")?;
     let mut parts = after.splitn(3, ' ');
@@ -31,6 +47,72 @@ pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
             .and_then(|r| r.strip_prefix(' '))
             .map(|r| (*d, r))
     })
+}
+
+/// Entries that belong to a table (or a view) and go with it: what a selective restore
+/// leaves out silently with a table it does not restore.
+pub(super) const TABLE_BOUND: &[&str] = &[
+    "TABLE",
+    "TABLE DATA",
+    "TABLE ATTACH",
+    "INDEX",
+    "INDEX ATTACH",
+    "CONSTRAINT",
+    "CHECK CONSTRAINT",
+    "FK CONSTRAINT",
+    "DEFAULT",
+    "SEQUENCE",
+    "SEQUENCE SET",
+    "SEQUENCE OWNED BY",
+    "MATERIALIZED VIEW DATA",
+    "TRIGGER",
+    "POLICY",
+    "ROW SECURITY",
+    "RULE",
+    "ACL",
+    "COMMENT",
+    "SECURITY LABEL",
+    "STATISTICS",
+    "STATISTICS DATA",
+    "PUBLICATION TABLE",
+];
+
+/// The TABLE entries each foreign key links, by the foreign key's id: the tables it depends
+/// on directly, and those of the key or index it depends on (the referenced table's).
+pub(super) fn foreign_key_tables(entries: &[Entry]) -> BTreeMap<u32, Vec<u32>> {
+    let by_id: HashMap<u32, &Entry> = entries.iter().map(|e| (e.id, e)).collect();
+    let desc = |id: &u32| {
+        by_id
+            .get(id)
+            .and_then(|e| toc_entry(&e.line))
+            .map(|(d, _)| d)
+    };
+    let mut out = BTreeMap::new();
+    for e in entries {
+        if !matches!(toc_entry(&e.line), Some(("FK CONSTRAINT", _))) {
+            continue;
+        }
+        let mut tables: Vec<u32> = Vec::new();
+        for d in &e.deps {
+            let found: Vec<u32> = match desc(d) {
+                Some("TABLE") => vec![*d],
+                Some("CONSTRAINT" | "INDEX") => by_id[d]
+                    .deps
+                    .iter()
+                    .copied()
+                    .filter(|x| desc(x) == Some("TABLE"))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for t in found {
+                if !tables.contains(&t) {
+                    tables.push(t);
+                }
+            }
+        }
+        out.insert(e.id, tables);
+    }
+    out
 }
 
 /// One line of `pg_restore --list --verbose` and the dump ids it depends on.

@@ -1,7 +1,8 @@
 //! Encrypted backups (age): dump and export round trips to a local store and to Garage; the
 //! stored objects are age files with no plaintext; without the identity (or with the wrong one)
 //! a restore fails before touching the target, naming the recipients it needs; verify checks
-//! integrity without the identity and decodes with it; the by-hand route with the `age` CLI.
+//! integrity without the identity and decodes with it; `show --globals` needs it; the by-hand
+//! route with the `age` CLI.
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +123,20 @@ async fn encrypted_backups_hold_no_plaintext_and_restore_only_with_the_identity(
             "{}",
             v.stdout
         );
+        // The roles' SQL (show --globals) is read only with the identity.
+        if kind == "dump" {
+            let r = p.run(&["show", &id, "--globals"]).await.expect_code(1);
+            assert!(
+                r.error_line().contains("is encrypted (to age:") && r.stdout.is_empty(),
+                "{}",
+                r.stderr
+            );
+            let r = p
+                .run(&["show", &id, "--globals", "--identity", &key])
+                .await
+                .expect_code(0);
+            assert!(r.stdout.contains("CREATE ROLE postgres;"), "{}", r.stdout);
+        }
 
         // No identity, the wrong one: refused before the target is touched.
         let (victim, before) = populated_target(c).await;

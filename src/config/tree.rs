@@ -18,6 +18,34 @@ pub(super) const NOT_KEYS: &[&str] = &[
     "PGKEEP_AGE_IDENTITY_FILE",
 ];
 
+/// Whether `var` is one of the variables Kubernetes sets in every container for a Service
+/// whose name starts with `pgkeep` (`PGKEEP_SERVICE_HOST`, `PGKEEP_SERVICE_PORT_METRICS`,
+/// `PGKEEP_PORT`, `PGKEEP_PORT_9187_TCP_ADDR`, `PGKEEP_METRICS_SERVICE_HOST`, ...). No
+/// configuration key has such a name (they have no `__` level), so they are never overrides.
+pub(super) fn is_service_link(var: &str) -> bool {
+    let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+        return false;
+    };
+    if rest.contains("__") {
+        return false;
+    }
+    let words: Vec<&str> = rest.split('_').collect();
+    let service = words
+        .windows(2)
+        .any(|w| w[0] == "SERVICE" && (w[1] == "HOST" || w[1] == "PORT"));
+    let port = words.iter().enumerate().any(|(i, w)| {
+        *w == "PORT"
+            && (i + 1 == words.len()
+                || (words
+                    .get(i + 1)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+                    && words
+                        .get(i + 2)
+                        .is_some_and(|p| matches!(*p, "TCP" | "UDP" | "SCTP"))))
+    });
+    service || port
+}
+
 /// One value of the tree.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Node {
@@ -208,7 +236,9 @@ pub(super) fn merge_env(
 ) -> Origins {
     let mut vars: Vec<(&String, &String)> = env
         .iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX) && !NOT_KEYS.contains(&k.as_str()) && !is_service_link(k)
+        })
         .collect();
     vars.sort();
     let mut origins = Origins::new();

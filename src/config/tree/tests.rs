@@ -114,3 +114,41 @@ fn keys_are_quoted_when_odd() {
     let long = "k".repeat(100);
     assert!(show_key(&long).len() < 50);
 }
+
+#[test]
+fn kubernetes_service_links_are_not_overrides() {
+    for var in [
+        "PGKEEP_SERVICE_HOST",
+        "PGKEEP_SERVICE_PORT",
+        "PGKEEP_SERVICE_PORT_METRICS",
+        "PGKEEP_PORT",
+        "PGKEEP_PORT_9187_TCP",
+        "PGKEEP_PORT_9187_TCP_PROTO",
+        "PGKEEP_PORT_9187_TCP_PORT",
+        "PGKEEP_PORT_9187_TCP_ADDR",
+        "PGKEEP_METRICS_SERVICE_HOST",
+        "PGKEEP_METRICS_PORT_9187_UDP",
+    ] {
+        assert!(super::is_service_link(var), "{var}");
+    }
+    for var in [
+        "PGKEEP_STORAGE__URL",
+        "PGKEEP_DAEMON__LISTEN",
+        "PGKEEP_JOBS__PORT__DATABASE",
+        "PGKEEP_STORAGE__S3__PART_SIZE_MIB",
+        "PGKEEP_PORTS",
+        "PGKEEP_STORAGE",
+    ] {
+        assert!(!super::is_service_link(var), "{var}");
+    }
+    let mut root = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    let env: std::collections::HashMap<String, String> = [
+        ("PGKEEP_PORT".to_string(), "tcp://10.0.0.7:9187".to_string()),
+        ("PGKEEP_SERVICE_HOST".to_string(), "10.0.0.7".to_string()),
+    ]
+    .into();
+    super::merge_env(&mut root, &env, &mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(root.is_empty(), "{root:?}");
+}

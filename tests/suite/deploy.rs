@@ -8,7 +8,7 @@
 //! `scripts/test-deps.sh` installs with kubernetes-validate; without it these tests skip (or
 //! fail under `PGKEEP_TEST_REQUIRE_TOOLS=1`).
 
-
+mod kubernetes;
 mod monitoring;
 
 use std::collections::{BTreeMap, BTreeSet};

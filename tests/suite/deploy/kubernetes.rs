@@ -6,6 +6,7 @@
 
 mod config;
 mod pod;
+mod podman_pod;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -10,12 +10,17 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use super::pod::Pod;
+use super::pod::{Container, Pod};
 use super::{get, objects};
 use crate::common::s3;
 
 /// The files `pod`'s container `name` would see, under `root`; returns the mount paths.
-fn lay_out(objects: &super::pod::Objects, pod: &Pod<'_>, name: &str, root: &Path) -> Vec<String> {
+pub(super) fn lay_out(
+    objects: &super::pod::Objects,
+    pod: &Pod<'_>,
+    name: &str,
+    root: &Path,
+) -> Vec<String> {
     let mut paths = Vec::new();
     for m in pod.container(name).mounts() {
         let mount = m["mountPath"].as_str().unwrap();
@@ -77,7 +82,7 @@ fn lay_out(objects: &super::pod::Objects, pod: &Pod<'_>, name: &str, root: &Path
 
 /// `text` with every mount path moved under `root`, in one pass (the root is itself under
 /// /tmp, a mount path too).
-fn moved(text: &str, mounts: &[String], root: &Path) -> String {
+pub(super) fn moved(text: &str, mounts: &[String], root: &Path) -> String {
     let mut out = text.to_string();
     for (i, m) in mounts.iter().enumerate() {
         out = out.replace(m.as_str(), &format!("\u{0}{i}\u{0}"));
@@ -86,6 +91,28 @@ fn moved(text: &str, mounts: &[String], root: &Path) -> String {
         out = out.replace(&format!("\u{0}{i}\u{0}"), &format!("{}{m}", root.display()));
     }
     out
+}
+
+/// Swaps the placeholders of the S3 credentials file the container reads (from its Secret)
+/// for the test server's key.
+pub(super) fn use_test_key(container: Container<'_>, mounts: &[String], root: &Path) {
+    let creds = container
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == "AWS_SHARED_CREDENTIALS_FILE")
+        .expect("a credentials file");
+    let creds = moved(&creds.1, mounts, root);
+    let text = std::fs::read_to_string(&creds).expect("the credentials file is mounted");
+    assert!(
+        text.contains("REPLACE-ME-access-key-id") && text.contains("REPLACE-ME-secret-access-key"),
+        "{text}"
+    );
+    std::fs::write(
+        &creds,
+        text.replace("REPLACE-ME-access-key-id", s3::ACCESS_KEY)
+            .replace("REPLACE-ME-secret-access-key", s3::SECRET_KEY),
+    )
+    .unwrap();
 }
 
 struct Checked {
@@ -115,24 +142,7 @@ fn check(
     let config = moved(&args[1], &mounts, root.path());
     let text = std::fs::read_to_string(&config).expect("the config file is mounted");
     std::fs::write(&config, moved(&text, &mounts, root.path())).unwrap();
-    // The Secret's S3 credentials file, with the test server's key for its placeholders.
-    let creds = container
-        .env()
-        .into_iter()
-        .find(|(k, _)| k == "AWS_SHARED_CREDENTIALS_FILE")
-        .expect("a credentials file");
-    let creds = moved(&creds.1, &mounts, root.path());
-    let text = std::fs::read_to_string(&creds).expect("the credentials file is mounted");
-    assert!(
-        text.contains("REPLACE-ME-access-key-id") && text.contains("REPLACE-ME-secret-access-key"),
-        "{text}"
-    );
-    std::fs::write(
-        &creds,
-        text.replace("REPLACE-ME-access-key-id", s3::ACCESS_KEY)
-            .replace("REPLACE-ME-secret-access-key", s3::SECRET_KEY),
-    )
-    .unwrap();
+    use_test_key(container, &mounts, root.path());
     let home = root.path().join("var/lib/pgkeep");
     std::fs::create_dir_all(&home).unwrap();
 

@@ -2,7 +2,8 @@
 //! Kubernetes 1.33, offline); the ServiceMonitor, a CRD it has no schema for, is checked here
 //! by structure; every reference between the objects resolves; pgkeep's containers run
 //! unprivileged on a read-only root; and the pgkeep configuration each ConfigMap holds is
-//! loaded by the real binary from a copy of what the pod would see mounted.
+//! loaded by the real binary from a copy of what the pod would see mounted; the sidecar's
+//! container runs in podman under its pod spec's restrictions (podman_pod.rs).
 
 mod config;
 mod pod;

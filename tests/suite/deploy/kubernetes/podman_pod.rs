@@ -72,6 +72,9 @@ async fn the_sidecar_container_backs_up_and_restores_as_its_pod_spec_runs_it() {
         &user,
         "--read-only",
         "--read-only-tmpfs=false",
+        // Kubernetes ignores the image's VOLUME /var/lib/pgkeep; podman would make it a
+        // writable anonymous volume.
+        "--image-volume=ignore",
         "--cap-drop=all",
         "--security-opt=no-new-privileges",
     ]

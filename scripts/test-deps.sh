@@ -71,3 +71,15 @@ if ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then
   cargo install garage --locked --version 2.5.0
 fi
 garage --version | head -1
+
+# Kubernetes manifests and monitoring files (tests/suite/deploy.rs): kubernetes-validate
+# checks deploy/kubernetes/ offline against the schemas its wheel bundles, and brings PyYAML,
+# through which the tests read the YAML. promtool (the prometheus package above) tests the
+# alert rules.
+k8s_py="${PGKEEP_TEST_PYTHON:-python3}"
+if ! command -v kubernetes-validate >/dev/null \
+    || ! "$k8s_py" -c 'import yaml, kubernetes_validate' 2>/dev/null \
+    || [ "$(kubernetes-validate --version 2>/dev/null)" != "1.37.0" ]; then
+  "$k8s_py" -m pip install --quiet kubernetes-validate==1.37.0 \
+    || "$k8s_py" -m pip install --quiet --break-system-packages kubernetes-validate==1.37.0
+fi

@@ -457,4 +457,5 @@ async fn timeouts_fail_the_run_and_transient_failures_are_retried() {
 mod cleanup;
 mod drills;
 mod http;
+mod monitoring_files;
 mod slots;

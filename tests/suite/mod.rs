@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 pub mod damage;
 mod database_guide;
+mod deploy;
 mod drill;
 mod dump;
 mod encryption;

@@ -8,7 +8,7 @@
 
 mod compose_credentials;
 mod image;
-mod podman;
+pub(super) mod podman;
 mod postgres_image;
 mod postgres_image_checks;
 mod systemd_run;

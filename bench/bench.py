@@ -194,6 +194,7 @@ def timed(args, env=None, stdout=subprocess.DEVNULL, cwd=None):
     user = float(re.search(r"User time \(seconds\): ([\d.]+)", report).group(1))
     system = float(re.search(r"System time \(seconds\): ([\d.]+)", report).group(1))
     out = r.stdout if isinstance(r.stdout, str) else ""
+    timed.stderr = r.stderr
     return wall, rss, user + system, out
 
 
@@ -340,6 +341,12 @@ force_path_style = true
         backup_id = out.strip().splitlines()[-1]
         self.ids[job] = backup_id
         self.record(label, wall, rss, cpu)
+        # A dump job counts its tables in the dump's snapshot while pg_dump runs; it logs how
+        # long that took (the part of the run that overlaps the dump).
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", timed.stderr or "")
+        counted = re.search(r"counted every table's rows.*seconds=([\d.]+)", plain)
+        if counted:
+            log(f"  {'':<34} counting the tables took {float(counted.group(1)):.2f} s of it")
         listed = json.loads(subprocess.run(self.pgkeep_for(job, "list", "--job", job, "--json"),
                                            env=self.env, check=True, capture_output=True,
                                            text=True).stdout)

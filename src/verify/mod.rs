@@ -13,8 +13,8 @@ use tokio_util::io::SyncIoBridge;
 use crate::config::Config;
 use crate::human;
 use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
-use crate::process::{ChildError, Running, Tool};
-use crate::repository::{RepoError, Repository};
+use crate::process::{ChildError, Hint, Running, Tool};
+use crate::repository::{ArchiveNeeds, RepoError, Repository};
 use crate::store::StoreError;
 use crate::transfer::{Decoding, Expected, Latch, VerifyingReader};
 
@@ -261,21 +261,24 @@ pub async fn verify(
 pub struct Tools(HashMap<u32, Result<Tool, String>>);
 
 impl Tools {
-    async fn pg_restore(&mut self, bin_dir: Option<&Path>, major: u32) -> Result<Tool, String> {
-        if let Some(found) = self.0.get(&major) {
-            return found.clone();
-        }
-        let found = match Tool::locate("pg_restore", bin_dir, Some(major)).await {
-            Ok(tool) if major > 0 && tool.major < major => Err(format!(
-                "{} is version {}, older than the pg_dump ({major}) that wrote the archive",
-                tool.path.display(),
-                tool.version
-            )),
-            Ok(tool) => Ok(tool),
-            Err(e) => Err(e.to_string()),
+    async fn pg_restore(
+        &mut self,
+        bin_dir: Option<&Path>,
+        needs: &ArchiveNeeds,
+    ) -> Result<Tool, String> {
+        let major = needs.major;
+        let tool = if let Some(found) = self.0.get(&major) {
+            found.clone()?
+        } else {
+            let found = Tool::locate("pg_restore", bin_dir, Some(major))
+                .await
+                .map_err(|e| e.to_string());
+            self.0.insert(major, found.clone());
+            found?
         };
-        self.0.insert(major, found.clone());
-        found
+        tool.require_at_least(major, &needs.describe, Hint::PgBinDir)
+            .map_err(|e| e.to_string())?;
+        Ok(tool)
     }
 }
 
@@ -327,9 +330,9 @@ async fn check(
     let mut archive = None;
     let mut tool_version = String::new();
     if is_archive {
-        let major = manifest.pg_dump_major();
+        let needs = repo.archive_needs(manifest, object).await;
         let tool = tools
-            .pg_restore(bin_dir, major)
+            .pg_restore(bin_dir, &needs)
             .await
             .map_err(ObjectDamage::NoTool)?;
         tool_version.clone_from(&tool.version);

@@ -17,6 +17,7 @@ mod harness;
 mod manual_restore;
 mod migrate;
 mod packaging;
+mod pg18;
 mod python_client;
 mod restore_target;
 mod retention;

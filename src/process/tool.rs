@@ -1,7 +1,7 @@
 //! Finding a PostgreSQL client program (pg_dump, pg_dumpall, pg_restore) new enough for the job:
 //! the configured `pg_bin_dir` alone when there is one, else the Debian layout
-//! (`/usr/lib/postgresql/N/bin`, newest major first), else `PATH`; and refusing an older one
-//! before anything starts.
+//! (`/usr/lib/postgresql/N/bin`, newest major first), else `PATH`, taking the major needed or
+//! the closest newer one; and refusing an older one before anything starts.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,8 @@ pub struct Tool {
 impl Tool {
     /// Finds `name`. A configured `bin_dir` is the only place looked at (the operator chose
     /// it). Otherwise the candidates are the Debian layout's directories, newest major first,
-    /// then `PATH`, and the first whose major is at least `at_least` wins; when none is, the
+    /// then `PATH`; of those at least `at_least`, the one of that very major wins, else the
+    /// oldest newer one (see `choose` for why not the newest). When none is new enough, the
     /// newest one found is returned, so that [`Tool::require_at_least`] names it.
     ///
     /// # Errors
@@ -147,14 +148,20 @@ fn candidates(name: &str, root: &Path, path: Option<&OsString>) -> Vec<PathBuf> 
     out
 }
 
-/// The first candidate of `at_least` or newer; else the newest one that runs; else the
-/// first failure (or, with no candidate at all, the failure to run `name` itself).
+/// The candidate closest to `at_least` from above: its own major when there is one, else the
+/// oldest newer one (on equal majors, the earlier candidate). Not simply the newest: pg_restore
+/// 17 and later start every restore with `SET transaction_timeout`, which servers before 17
+/// reject, so a newer pg_dump's archive (which needs a pg_restore as new) could never be
+/// restored into a server of the major it was taken from. With no `at_least`, the first
+/// candidate that runs; with none new enough, the newest one (for the refusal to name);
+/// else the first failure (with no candidate at all, the failure to run `name` itself).
 async fn choose(
     name: &'static str,
     candidates: Vec<PathBuf>,
     at_least: Option<u32>,
 ) -> Result<Tool, ChildError> {
-    let mut best: Option<Tool> = None;
+    let mut fit: Option<Tool> = None;
+    let mut too_old: Option<Tool> = None;
     let mut first_error = None;
     let candidates = if candidates.is_empty() {
         vec![PathBuf::from(name)]
@@ -163,20 +170,28 @@ async fn choose(
     };
     for path in candidates {
         match probe(name, path).await {
-            Ok(tool) if at_least.is_none_or(|m| tool.major >= m) => return Ok(tool),
-            Ok(tool) => {
-                tracing::debug!(program = %tool.path.display(), version = %tool.version, "too old, looking further");
-                if best.as_ref().is_none_or(|b| tool.major > b.major) {
-                    best = Some(tool);
+            Ok(tool) => match at_least {
+                None => return Ok(tool),
+                Some(m) if tool.major == m => return Ok(tool),
+                Some(m) if tool.major > m => {
+                    if fit.as_ref().is_none_or(|f| tool.major < f.major) {
+                        fit = Some(tool);
+                    }
                 }
-            }
+                Some(_) => {
+                    tracing::debug!(program = %tool.path.display(), version = %tool.version, "too old, looking further");
+                    if too_old.as_ref().is_none_or(|b| tool.major > b.major) {
+                        too_old = Some(tool);
+                    }
+                }
+            },
             Err(e) => {
                 tracing::debug!(program = name, error = %e, "candidate cannot be used");
                 first_error.get_or_insert(e);
             }
         }
     }
-    match (best, first_error) {
+    match (fit.or(too_old), first_error) {
         (Some(tool), _) => Ok(tool),
         (None, Some(e)) => Err(e),
         (None, None) => unreachable!("there is always at least one candidate"),

@@ -75,7 +75,7 @@ fn candidates_are_the_debian_majors_newest_first_then_path() {
 }
 
 #[tokio::test]
-async fn the_first_new_enough_candidate_wins() {
+async fn the_needed_major_or_the_closest_newer_one_wins() {
     let l = layout();
     let all = candidates(
         "pg_dump",
@@ -89,8 +89,14 @@ async fn the_first_new_enough_candidate_wins() {
         (16, l.root.join("16/bin/pg_dump"))
     );
     assert_eq!(tool.version, "16.9");
-    // A 13 server: still the newest Debian one, not the first that would do.
+    // A 13 server: its own major, though newer ones are there.
     let tool = choose("pg_dump", all.clone(), Some(13)).await.unwrap();
+    assert_eq!(
+        (tool.major, tool.path.clone()),
+        (13, l.root.join("13/bin/pg_dump"))
+    );
+    // A 15 server: none of its own, the closest newer one (16), not the newest (18).
+    let tool = choose("pg_dump", all.clone(), Some(15)).await.unwrap();
     assert_eq!(tool.major, 16);
     // An 18 server: the Debian ones are too old, PATH has one.
     let tool = choose("pg_dump", all.clone(), Some(18)).await.unwrap();

@@ -229,3 +229,28 @@ async fn an_archive_of_pg_dump_18_is_not_given_to_an_older_pg_restore() {
     );
     assert!(!database_exists(c, &target).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_15_database_keeps_its_own_programs_with_18_on_path() {
+    // pg_restore 17 and later open every restore with `SET transaction_timeout`, which a
+    // PostgreSQL 15 server rejects: a 15 backup must be taken and restored with 15's programs
+    // even when newer ones come first on PATH.
+    let Some(bin) = pg18::bin_dir() else { return };
+    let c = crate::common::pg::cluster();
+    let db = c.pagila_db("pg15_with_18_on_path").await;
+    let before = c.snapshot(&db).await;
+    let p = Pgkeep::local_dump(&c.url(&db)).env("PATH", &pg18::path_with(&bin));
+    let id = p.backup_ok().await;
+    let m = manifest(&p, &id);
+    let pg_dump = m["pg_dump_version"].as_str().unwrap();
+    assert!(pg_dump.starts_with("15."), "pg_dump_version {pg_dump}");
+    assert_eq!(
+        archive_start(&p, &id, "dump.pgdump.gz")[..8],
+        *b"PGDMP\x01\x0e\x00"
+    );
+    let restored = c.unique_name("pg15_with_18_restored");
+    p.run(&["restore", &id, "--target", &c.url(&restored), "--create"])
+        .await
+        .expect_code(0);
+    assert_same(&before, &c.snapshot(&restored).await);
+}

@@ -27,10 +27,8 @@ pub fn bin_dir() -> Option<PathBuf> {
     ]
     .iter()
     .all(|tool| dir.join(tool).is_file());
-    tools::required(
-        complete.then_some(dir),
-        &format!("PostgreSQL 18 is not installed in {BIN_DIR}"),
-    )
+    let why = format!("PostgreSQL 18 is not installed in {}", dir.display());
+    tools::required(complete.then_some(dir), &why)
 }
 
 /// The PostgreSQL 18 cluster shared by every test of this process, started on first use;

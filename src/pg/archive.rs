@@ -6,7 +6,8 @@
 use std::fmt;
 
 /// Longest prefix worth decoding to find the header: the fixed part is 12 bytes, then seven
-/// integers and three short strings (a database name of at most 63 bytes, two versions).
+/// integers and three short strings (a database name of at most 63 bytes, two versions), so
+/// a header is rarely longer than 200 bytes.
 pub const HEADER_PREFIX: usize = 4096;
 
 /// What an archive's header says about it.

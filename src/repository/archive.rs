@@ -8,7 +8,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::Repository;
 use crate::manifest::{Manifest, ObjectEntry};
-use crate::pg::archive::{ArchiveHeader, HEADER_PREFIX};
+use crate::pg::archive::{ArchiveHeader, HEADER_PREFIX, HeaderError};
 
 /// What reading an archive takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,30 +27,23 @@ impl Repository {
     /// read that follows verifies every byte). When the header cannot be read, the manifest's
     /// pg_dump version decides alone, and that read reports why.
     pub async fn archive_needs(&self, manifest: &Manifest, object: &ObjectEntry) -> ArchiveNeeds {
-        let header = match self.decoded_prefix(manifest, object, HEADER_PREFIX).await {
-            Ok(prefix) => match ArchiveHeader::parse(&prefix) {
-                Ok(header) => Some(header),
-                Err(e) => {
-                    tracing::warn!(backup = %manifest.id, object = %object.key, error = %e, "the archive's header cannot be read");
-                    None
-                }
-            },
+        let header = match self.read_header(manifest, object).await {
+            Ok(header) => Some(header),
             Err(e) => {
-                tracing::warn!(backup = %manifest.id, object = %object.key, error = %e, "the archive's start cannot be read");
+                tracing::warn!(backup = %manifest.id, object = %object.key, error = %e, "the archive's header cannot be read");
                 None
             }
         };
         needs(&manifest.pg_dump_version, manifest.pg_dump_major(), header)
     }
 
-    /// The first `limit` decoded bytes of `object` (all of it when shorter), not checked
-    /// against the manifest.
-    async fn decoded_prefix(
+    /// The header at the start of `object`, decoded (not checked against the manifest) only
+    /// as far as it goes: a stalled read past the first few hundred bytes does not delay it.
+    async fn read_header(
         &self,
         manifest: &Manifest,
         object: &ObjectEntry,
-        limit: usize,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<ArchiveHeader, String> {
         let decoding = self.decoding(manifest, object).map_err(|e| e.to_string())?;
         let reader = self
             .read(manifest, object)
@@ -59,18 +52,25 @@ impl Repository {
         let source = SyncIoBridge::new(reader);
         let raw = object.raw_bytes;
         tokio::task::spawn_blocking(move || {
-            let plain = decoding.open(source)?;
-            let mut out = Vec::with_capacity(limit);
-            decoding
-                .compression
-                .decoder(plain, raw)
-                .take(limit as u64)
-                .read_to_end(&mut out)?;
-            Ok::<_, std::io::Error>(out)
+            let plain = decoding.open(source).map_err(|e| e.to_string())?;
+            let mut decoded = decoding.compression.decoder(plain, raw);
+            let mut prefix = Vec::new();
+            let mut buf = [0u8; 256];
+            loop {
+                match ArchiveHeader::parse(&prefix) {
+                    Err(HeaderError::Short) if prefix.len() < HEADER_PREFIX => {}
+                    parsed => return parsed.map_err(|e| e.to_string()),
+                }
+                match decoded.read(&mut buf) {
+                    Ok(0) => return Err(HeaderError::Short.to_string()),
+                    Ok(n) => prefix.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         })
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
     }
 }
 

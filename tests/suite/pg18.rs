@@ -228,6 +228,20 @@ async fn an_archive_of_pg_dump_18_is_not_given_to_an_older_pg_restore() {
         "{line}"
     );
     assert!(!database_exists(c, &target).await);
+
+    // verify cannot check the archive either: not called damage, and exit 1.
+    let run = p.run(&["verify", &id]).await.expect_code(1);
+    let key = format!("main/{id}/dump.pgdump.gz");
+    assert!(
+        run.stdout.contains(&format!("NOTOOL   {key} (dump): ")) && !run.stdout.contains("DAMAGED"),
+        "{}",
+        run.stdout
+    );
+    let line = only_error_line(&run);
+    assert!(
+        line.contains("could not check 1 of 2 objects") && line.ends_with(&key),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

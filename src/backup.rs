@@ -10,7 +10,7 @@ use crate::config::{Job, JobKind};
 use crate::error::Cancel;
 use crate::manifest::{self, BackupKind, Globals, Manifest, ObjectEntry, ObjectRole};
 use crate::pg::{self, PgError, Target};
-use crate::process::{ChildError, Running, Tool};
+use crate::process::{ChildError, Hint, Running, Tool};
 use crate::repository::{CommitError, Repository, Run};
 use crate::source;
 use crate::store::StoreError;
@@ -199,13 +199,20 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         .map_err(|e| connect(e.into()))?;
     drop(client);
 
+    // Both tools are chosen, and refused when too old, before anything is stored.
     let dump_fail = fail(Stage::PgDump);
-    let pg_dump = Tool::locate("pg_dump", job.pg_bin_dir.as_deref(), Some(server.major()))
+    let pg_dump = client_tool("pg_dump", job, &server)
         .await
         .map_err(|e| dump_fail(e.into()))?;
-    pg_dump
-        .require_at_least(server.major(), &server.version)
-        .map_err(|e| dump_fail(e.into()))?;
+    let pg_dumpall = if job.globals {
+        Some(
+            client_tool("pg_dumpall", job, &server)
+                .await
+                .map_err(|e| fail(Stage::Globals)(e.into()))?,
+        )
+    } else {
+        None
+    };
     tracing::info!(job = %job.name, backup = %run.id(), pg_dump = %pg_dump.path.display(),
         pg_dump_version = %pg_dump.version, server_version = %server.version, source = %target.describe(), "reading the database");
 
@@ -271,9 +278,9 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         }
     }
 
-    if job.globals {
+    if let Some(pg_dumpall) = &pg_dumpall {
         crate::progress::get().phase("globals");
-        let (globals, object) = dump_globals(job, run, &target, &server)
+        let (globals, object) = dump_globals(job, run, &target, pg_dumpall)
             .await
             .map_err(fail(Stage::Globals))?;
         manifest.objects.extend(object);
@@ -281,6 +288,26 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
     }
     manifest.finished_at = Utc::now();
     Ok(manifest)
+}
+
+/// `name` (pg_dump, pg_dumpall) at least as new as the server, from the job's `pg_bin_dir` or
+/// else the Debian layout or `PATH` ([`Tool::locate`]).
+///
+/// # Errors
+/// `ChildError::TooOld` naming the server's major, the tool's version and what to install
+/// or configure; the tool's own error when none can be run.
+pub async fn client_tool(
+    name: &'static str,
+    job: &Job,
+    server: &pg::ServerInfo,
+) -> Result<Tool, ChildError> {
+    let tool = Tool::locate(name, job.pg_bin_dir.as_deref(), Some(server.major())).await?;
+    tool.require_at_least(
+        server.major(),
+        &format!("the server (PostgreSQL {})", server.version),
+        Hint::PgBinDir,
+    )?;
+    Ok(tool)
 }
 
 /// Runs `tool` and streams its stdout into the object `name`; the object is kept only if the
@@ -307,21 +334,14 @@ async fn dump_globals(
     job: &Job,
     run: &Run,
     target: &Target,
-    server: &pg::ServerInfo,
+    tool: &Tool,
 ) -> Result<(Globals, Option<ObjectEntry>), BackupCause> {
-    let tool = Tool::locate(
-        "pg_dumpall",
-        job.pg_bin_dir.as_deref(),
-        Some(server.major()),
-    )
-    .await?;
-    tool.require_at_least(server.major(), &server.version)?;
     let name = format!("globals.sql{}", job.compression.suffix());
     let env = target.child_env();
     let mut last_error = None;
     for role_passwords in [true, false] {
         let args = source::pg_dumpall_globals_args(target.dbname(), role_passwords);
-        match stream_tool(run, &name, ObjectRole::Globals, &tool, &args, &env, job).await {
+        match stream_tool(run, &name, ObjectRole::Globals, tool, &args, &env, job).await {
             Ok(entry) => {
                 let note = (!role_passwords).then(|| {
                     "the backup role may not read pg_authid: roles saved without passwords"

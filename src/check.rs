@@ -10,7 +10,6 @@ use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::pg::{self, PgError, Target};
-use crate::process::Tool;
 use crate::store::ObjectStore;
 
 /// How many unreadable tables a failed access check names.
@@ -146,20 +145,17 @@ pub async fn run(config: &Config) -> Report {
                 format!("cannot check table access: {}", crate::error::report(&e)),
             ),
         }
-        match Tool::locate("pg_dump", job.pg_bin_dir.as_deref(), Some(server.major())).await {
-            Ok(tool) => match tool.require_at_least(server.major(), &server.version) {
-                Ok(()) => report.push(
-                    true,
-                    &subject,
-                    format!(
-                        "pg_dump {} ({}) can read PostgreSQL {}",
-                        tool.version,
-                        tool.path.display(),
-                        server.version
-                    ),
+        match crate::backup::client_tool("pg_dump", job, &server).await {
+            Ok(tool) => report.push(
+                true,
+                &subject,
+                format!(
+                    "pg_dump {} ({}) can read PostgreSQL {}",
+                    tool.version,
+                    tool.path.display(),
+                    server.version
                 ),
-                Err(e) => report.push(false, &subject, crate::error::report(&e)),
-            },
+            ),
             Err(e) => report.push(false, &subject, crate::error::report(&e)),
         }
     }

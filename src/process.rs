@@ -4,14 +4,15 @@
 //! the exit status always checked, and stderr's tail kept for the error.
 
 use std::io;
-use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-use crate::pg::libpq_env_vars;
+mod tool;
+
+pub use tool::{Hint, Tool};
 
 /// How many lines of a child's stderr are kept for error messages.
 const STDERR_TAIL_LINES: usize = 20;
@@ -29,14 +30,15 @@ pub enum ChildError {
     },
     #[error("{program} --version printed something unexpected: {output}")]
     Version { program: String, output: String },
-    #[error(
-        "{program} is version {version}, older than the server ({server_version}); install the PostgreSQL {server_major} client programs or point pg_bin_dir at them"
-    )]
+    #[error("{program} is version {version}, older than {needed_by}: {}", hint.text(*needed_major))]
     TooOld {
         program: String,
         version: String,
-        server_version: String,
-        server_major: u32,
+        needed_major: u32,
+        /// What it is too old for: "the server (PostgreSQL 18.1)", "the archive (...)".
+        needed_by: String,
+        /// Where a newer one is looked for.
+        hint: Hint,
     },
     #[error("{program} failed ({status}){}", stderr_suffix(.stderr))]
     Failed {
@@ -75,117 +77,6 @@ impl ChildError {
             }
         )
     }
-}
-
-/// A located PostgreSQL client program and its version.
-#[derive(Debug, Clone)]
-pub struct Tool {
-    pub name: &'static str,
-    pub path: PathBuf,
-    /// The version it reports, e.g. `15.18`.
-    pub version: String,
-    pub major: u32,
-}
-
-impl Tool {
-    /// Finds `name`: in `bin_dir` when configured, else in the Debian-style directory of the
-    /// server's major version (`/usr/lib/postgresql/MAJOR/bin`), else on `PATH`; then asks it
-    /// for its version.
-    ///
-    /// # Errors
-    /// `ChildError::Spawn` when it cannot be run, `ChildError::Version` when its output is odd.
-    pub async fn locate(
-        name: &'static str,
-        bin_dir: Option<&Path>,
-        server_major: Option<u32>,
-    ) -> Result<Tool, ChildError> {
-        let path = match bin_dir {
-            Some(dir) => dir.join(name),
-            None => server_major
-                .map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{name}")))
-                .filter(|p| p.is_file())
-                .unwrap_or_else(|| PathBuf::from(name)),
-        };
-        let program = path.display().to_string();
-        let mut cmd = Command::new(&path);
-        cmd.arg("--version");
-        let out = capture(&program, cmd).await?;
-        let (version, major) = parse_version(&out).ok_or_else(|| ChildError::Version {
-            program: program.clone(),
-            output: out.trim().chars().take(200).collect(),
-        })?;
-        Ok(Tool {
-            name,
-            path,
-            version,
-            major,
-        })
-    }
-
-    /// Fails unless this tool can read a server (or an archive) of `server_major`: pg_dump
-    /// refuses servers newer than itself, and saying so up front beats its mid-run error.
-    ///
-    /// # Errors
-    /// `ChildError::TooOld`.
-    pub fn require_at_least(
-        &self,
-        server_major: u32,
-        server_version: &str,
-    ) -> Result<(), ChildError> {
-        if self.major < server_major {
-            return Err(ChildError::TooOld {
-                program: self.path.display().to_string(),
-                version: self.version.clone(),
-                server_version: server_version.to_string(),
-                server_major,
-            });
-        }
-        Ok(())
-    }
-
-    /// A command for this tool whose libpq environment is exactly `env`: inherited PG*
-    /// variables are removed, so nothing but what pgkeep resolved reaches the child, and
-    /// secrets travel only through the environment.
-    pub fn command(&self, args: &[String], env: &[(String, String)]) -> Command {
-        let mut cmd = Command::new(&self.path);
-        cmd.args(args);
-        for var in libpq_env_vars() {
-            cmd.env_remove(var);
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        cmd.kill_on_drop(true);
-        cmd
-    }
-
-    /// Runs the tool to its end and returns its stdout (decoded lossily).
-    ///
-    /// # Errors
-    /// `ChildError::Spawn`, or `Failed` with stderr's tail when it exits non-zero.
-    pub async fn capture(
-        &self,
-        args: &[String],
-        env: &[(String, String)],
-    ) -> Result<String, ChildError> {
-        capture(self.name, self.command(args, env)).await
-    }
-}
-
-/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> (`15.18`, 15).
-fn parse_version(text: &str) -> Option<(String, u32)> {
-    let version = text
-        .split(')')
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    if !version.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let major = version
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|m| m.parse().ok())?;
-    Some((version, major))
 }
 
 /// Runs `cmd` to its end with stdout captured; stderr drained as for every child.
@@ -367,19 +258,6 @@ fn describe_status(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn versions_are_read() {
-        assert_eq!(
-            parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
-            Some(("15.18".into(), 15))
-        );
-        assert_eq!(
-            parse_version("pg_restore (PostgreSQL) 18.1\n"),
-            Some(("18.1".into(), 18))
-        );
-        assert_eq!(parse_version("something else"), None);
-    }
 
     #[tokio::test]
     async fn stderr_with_invalid_utf8_is_drained_and_reported() {

@@ -1,6 +1,7 @@
 //! PostgreSQL access: connection strings, connections (tokio-postgres + native-tls), and the
 //! few catalog queries pgkeep needs.
 
+pub mod archive;
 mod connect;
 mod conninfo;
 pub mod introspect;

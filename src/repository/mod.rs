@@ -4,6 +4,7 @@
 //! id, opens a committed backup's objects (see `objects`), begins runs (see `run`), deletes
 //! backups manifest first (see `delete`), and finds what crashed runs left (see `debris`).
 
+mod archive;
 mod debris;
 mod delete;
 mod drills;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
+pub use archive::ArchiveNeeds;
 pub use debris::{Orphan, Swept};
 pub use delete::DeleteError;
 pub use drills::{DRILL_RECORD, DrillRecord};

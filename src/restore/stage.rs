@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
 use super::RestoreError;
-use crate::manifest::{Manifest, ObjectEntry};
-use crate::process::Tool;
+use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
+use crate::process::{Hint, Tool};
 use crate::repository::Repository;
 use crate::store::StoreError;
 use crate::transfer::{self, Decoding};
@@ -25,16 +25,29 @@ pub(super) fn decoding(
     repo.decoding(manifest, object).map_err(RestoreError::Repo)
 }
 
-/// pg_restore at least as new as the pg_dump that wrote the backup.
-pub(super) async fn pg_restore(manifest: &Manifest) -> Result<Tool, RestoreError> {
-    let dump_major = manifest.pg_dump_major();
-    let tool = Tool::locate(
-        "pg_restore",
-        None,
-        Some(dump_major.max(manifest.server_major())),
-    )
-    .await?;
-    tool.require_at_least(dump_major, &manifest.pg_dump_version)?;
+/// pg_restore new enough for the backup's archive (a dump's, or an export's schema): the
+/// major its header asks for, never older than the pg_dump the manifest records. Looked for
+/// in the Debian layout, newest first, then on `PATH`.
+pub(super) async fn pg_restore(
+    repo: &Repository,
+    manifest: &Manifest,
+) -> Result<Tool, RestoreError> {
+    let archive = manifest
+        .object(&ObjectRole::Dump)
+        .or_else(|| manifest.object(&ObjectRole::Schema));
+    let (major, describe) = match archive {
+        Some(object) => {
+            let needs = repo.archive_needs(manifest, object).await;
+            (needs.major, needs.describe)
+        }
+        None => (
+            manifest.pg_dump_major(),
+            format!("the backup (pg_dump {})", manifest.pg_dump_version),
+        ),
+    };
+    let tool = Tool::locate("pg_restore", None, Some(major)).await?;
+    tool.require_at_least(major, &describe, Hint::Path)?;
+    tracing::debug!(backup = %manifest.id, pg_restore = %tool.path.display(), version = %tool.version, needed = major, "pg_restore chosen");
     Ok(tool)
 }
 

@@ -13,8 +13,8 @@ use tokio_util::io::SyncIoBridge;
 use crate::config::Config;
 use crate::human;
 use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
-use crate::process::{ChildError, Running, Tool};
-use crate::repository::{RepoError, Repository};
+use crate::process::{ChildError, Hint, Running, Tool};
+use crate::repository::{ArchiveNeeds, RepoError, Repository};
 use crate::store::StoreError;
 use crate::transfer::{Decoding, Expected, Latch, VerifyingReader};
 
@@ -72,6 +72,12 @@ impl ObjectCheck {
         self.outcome.is_ok()
     }
 
+    /// Whether its archive could not be checked for want of a pg_restore that reads it (the
+    /// object is not known to be damaged).
+    pub fn is_unchecked(&self) -> bool {
+        matches!(self.outcome, Err(ObjectDamage::NoTool(_)))
+    }
+
     /// Whether it could not be checked because the store could not be read.
     pub fn is_unreadable(&self) -> bool {
         matches!(
@@ -93,6 +99,8 @@ impl fmt::Display for ObjectCheck {
                 let why = why.strip_prefix(&prefix).unwrap_or(&why);
                 let verdict = if self.is_unreadable() {
                     "UNREAD "
+                } else if self.is_unchecked() {
+                    "NOTOOL "
                 } else {
                     "DAMAGED"
                 };
@@ -104,16 +112,23 @@ impl fmt::Display for ObjectCheck {
 
 /// Damage found by a verification, or objects it could not read: exit code 1, naming each.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", describe_failure(.checked, .damaged, .unreadable))]
+#[error("{}", describe_failure(.checked, .damaged, .unreadable, .unchecked))]
 pub struct VerifyFailed {
     pub checked: usize,
     pub damaged: Vec<String>,
     /// Objects the store could not deliver: not known to be damaged.
     pub unreadable: Vec<String>,
+    /// Archives no pg_restore here can read (too old, or none): not known to be damaged.
+    pub unchecked: Vec<String>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // thiserror passes fields by reference
-fn describe_failure(checked: &usize, damaged: &[String], unreadable: &[String]) -> String {
+fn describe_failure(
+    checked: &usize,
+    damaged: &[String],
+    unreadable: &[String],
+    unchecked: &[String],
+) -> String {
     let mut parts = Vec::new();
     if !damaged.is_empty() {
         parts.push(format!(
@@ -127,6 +142,13 @@ fn describe_failure(checked: &usize, damaged: &[String], unreadable: &[String]) 
             "verify could not read {} of {checked} objects from the store (they may be intact; try again): {}",
             unreadable.len(),
             unreadable.join(", ")
+        ));
+    }
+    if !unchecked.is_empty() {
+        parts.push(format!(
+            "verify could not check {} of {checked} objects, archives no pg_restore here reads (they may be intact; see the NOTOOL lines): {}",
+            unchecked.len(),
+            unchecked.join(", ")
         ));
     }
     parts.join("; ")
@@ -157,6 +179,7 @@ pub async fn verify(
     let mut checked = 0usize;
     let mut damaged = Vec::new();
     let mut unreadable = Vec::new();
+    let mut unchecked = Vec::new();
     let mut backups = 0usize;
     let manifests = match selection {
         Selection::Backups(list) => list,
@@ -218,7 +241,8 @@ pub async fn verify(
             .get(&m.job)
             .and_then(|j| j.pg_bin_dir.as_deref());
         let started_at = chrono::Utc::now();
-        let (mut damaged_here, mut unreadable_here) = (Vec::new(), Vec::new());
+        let (mut damaged_here, mut unreadable_here, mut unchecked_here) =
+            (Vec::new(), Vec::new(), Vec::new());
         for object in &m.objects {
             let check = verify_object(repo, &m, object, bin_dir, &mut tools).await;
             let _ = writeln!(out, "{check}");
@@ -228,13 +252,28 @@ pub async fn verify(
             if check.is_unreadable() {
                 tracing::warn!(backup = %m.id, object = %check.key, "object could not be read");
                 unreadable_here.push(check.key);
+            } else if check.is_unchecked() {
+                tracing::warn!(backup = %m.id, object = %check.key, "archive not checked: no pg_restore reads it");
+                unchecked_here.push(check.key);
             } else if !check.is_ok() {
                 tracing::warn!(backup = %m.id, object = %check.key, "damaged object");
                 damaged_here.push(check.key);
             }
         }
-        let error = (!unreadable_here.is_empty())
-            .then(|| format!("the store could not deliver {}", unreadable_here.join(", ")));
+        let mut errors = Vec::new();
+        if !unreadable_here.is_empty() {
+            errors.push(format!(
+                "the store could not deliver {}",
+                unreadable_here.join(", ")
+            ));
+        }
+        if !unchecked_here.is_empty() {
+            errors.push(format!(
+                "no pg_restore here reads {}",
+                unchecked_here.join(", ")
+            ));
+        }
+        let error = (!errors.is_empty()).then(|| errors.join("; "));
         crate::catalog::record_verification(
             config,
             &m,
@@ -245,12 +284,14 @@ pub async fn verify(
         .await;
         damaged.append(&mut damaged_here);
         unreadable.append(&mut unreadable_here);
+        unchecked.append(&mut unchecked_here);
     }
-    if !damaged.is_empty() || !unreadable.is_empty() {
+    if !damaged.is_empty() || !unreadable.is_empty() || !unchecked.is_empty() {
         return Err(VerifyFailed {
             checked,
             damaged,
             unreadable,
+            unchecked,
         }
         .into());
     }
@@ -269,21 +310,24 @@ pub async fn verify(
 pub struct Tools(HashMap<u32, Result<Tool, String>>);
 
 impl Tools {
-    async fn pg_restore(&mut self, bin_dir: Option<&Path>, major: u32) -> Result<Tool, String> {
-        if let Some(found) = self.0.get(&major) {
-            return found.clone();
-        }
-        let found = match Tool::locate("pg_restore", bin_dir, Some(major)).await {
-            Ok(tool) if major > 0 && tool.major < major => Err(format!(
-                "{} is version {}, older than the pg_dump ({major}) that wrote the archive",
-                tool.path.display(),
-                tool.version
-            )),
-            Ok(tool) => Ok(tool),
-            Err(e) => Err(e.to_string()),
+    async fn pg_restore(
+        &mut self,
+        bin_dir: Option<&Path>,
+        needs: &ArchiveNeeds,
+    ) -> Result<Tool, String> {
+        let major = needs.major;
+        let tool = if let Some(found) = self.0.get(&major) {
+            found.clone()?
+        } else {
+            let found = Tool::locate("pg_restore", bin_dir, Some(major))
+                .await
+                .map_err(|e| e.to_string());
+            self.0.insert(major, found.clone());
+            found?
         };
-        self.0.insert(major, found.clone());
-        found
+        tool.require_at_least(major, &needs.describe, Hint::PgBinDir)
+            .map_err(|e| e.to_string())?;
+        Ok(tool)
     }
 }
 
@@ -335,9 +379,9 @@ async fn check(
     let mut archive = None;
     let mut tool_version = String::new();
     if is_archive {
-        let major = manifest.pg_dump_major();
+        let needs = repo.archive_needs(manifest, object).await;
         let tool = tools
-            .pg_restore(bin_dir, major)
+            .pg_restore(bin_dir, &needs)
             .await
             .map_err(ObjectDamage::NoTool)?;
         tool_version.clone_from(&tool.version);

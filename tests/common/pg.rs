@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL 15 cluster shared by the whole test process, and helpers around it.
+//! A throwaway PostgreSQL 15 cluster shared by the whole test process, and helpers around it;
+//! [`pg18::cluster`] is a second one, of PostgreSQL 18, started the same way.
 //!
 //! # Usage
 //!
@@ -114,6 +115,8 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     bin_dir: PathBuf,
+    /// Whether the server speaks TLS (a build without OpenSSL cannot).
+    tls: bool,
     /// Write end of the supervisor's stdin: closing it (at process exit) tears the cluster down.
     _supervisor: ChildStdin,
     counter: AtomicU64,
@@ -150,13 +153,14 @@ impl Cluster {
         self.dir.join("server.log")
     }
 
-    /// Where `psql`, `pg_dump`, `pg_restore`, ... live (`/usr/lib/postgresql/15/bin`).
+    /// Where `psql`, `pg_dump`, `pg_restore`, ... live (`/usr/lib/postgresql/15/bin` for
+    /// [`cluster`], [`pg18::BIN_DIR`] for [`pg18::cluster`]).
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
     }
 
     /// The server's self-signed certificate (PEM), usable as `sslrootcert` / a root certificate:
-    /// valid for `localhost` and `127.0.0.1`.
+    /// valid for `localhost` and `127.0.0.1`. Absent when the server has no TLS ([`pg18`]).
     pub fn ca_cert_path(&self) -> PathBuf {
         self.dir.join("server.crt")
     }
@@ -452,6 +456,7 @@ pub fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+pub mod pg18;
 mod private;
 mod snapshot;
 mod start;

@@ -18,6 +18,7 @@ mod harness;
 mod manual_restore;
 mod migrate;
 mod packaging;
+mod pg18;
 mod progress;
 mod python_client;
 mod restore_dry_run;

@@ -33,12 +33,13 @@ impl Cluster {
     pub fn start_again(&self) {
         let owner = server_owner().expect("server owner");
         let dir = self.dir.clone();
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
         let outcome = Cluster::start_server(
             &self.bin_dir,
             &dir,
             self.port,
             owner,
-            (&dir.join("server.crt"), &dir.join("server.key")),
+            self.tls.then_some((cert.as_path(), key.as_path())),
             &dir.join("server.log"),
             &self.settings.iter().map(String::as_str).collect::<Vec<_>>(),
         )

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
@@ -103,9 +103,15 @@ impl Cluster {
     /// passed as `-c`): for a test that changes server settings or needs a library preloaded.
     /// Stopped and removed when dropped (or when the process exits).
     pub fn start_with(settings: &[&str]) -> Result<Cluster, String> {
+        Self::start_in(Path::new(BIN_DIR), true, settings)
+    }
+
+    /// Like [`Cluster::start_with`] with the server and client programs of `bin_dir` (another
+    /// PostgreSQL major), and TLS on only when `tls` (a build without OpenSSL cannot).
+    pub fn start_in(bin_dir: &Path, tls: bool, settings: &[&str]) -> Result<Cluster, String> {
         let t0 = Instant::now();
         let owner = server_owner()?;
-        let bin_dir = PathBuf::from(BIN_DIR);
+        let bin_dir = bin_dir.to_path_buf();
 
         let dir = tempfile::Builder::new()
             .prefix("pgkeep-test-pg-")
@@ -157,29 +163,10 @@ impl Cluster {
         // TLS: a self-signed certificate for localhost / 127.0.0.1, key 0600 owned by the server.
         let cert = dir.join("server.crt");
         let key = dir.join("server.key");
-        run_setup(
-            as_owner(Command::new("openssl").current_dir(&dir), owner)
-                .env("HOME", &dir)
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                ])
-                .args(["-nodes", "-days", "3650", "-subj", "/CN=localhost"])
-                .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-            "openssl req (test server certificate)",
-        )?;
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("chmod server.key: {e}"))?;
-        fs::set_permissions(&cert, fs::Permissions::from_mode(0o644))
-            .map_err(|e| format!("chmod server.crt: {e}"))?;
+        let tls = tls.then_some((cert.as_path(), key.as_path()));
+        if tls.is_some() {
+            make_certificate(&dir, owner, &cert, &key)?;
+        }
 
         let hba = data.join("pg_hba.conf");
         fs::write(&hba, PG_HBA).map_err(|e| format!("writing pg_hba.conf: {e}"))?;
@@ -189,12 +176,13 @@ impl Cluster {
         let mut cluster = None;
         for _attempt in 0..10 {
             let port = free_port()?;
-            match Self::start_server(&bin_dir, &dir, port, owner, (&cert, &key), &log, settings)? {
+            match Self::start_server(&bin_dir, &dir, port, owner, tls, &log, settings)? {
                 StartOutcome::Ready => {
                     cluster = Some(Cluster {
                         dir: dir.clone(),
                         port,
                         bin_dir: bin_dir.clone(),
+                        tls: tls.is_some(),
                         _supervisor: supervisor_stdin,
                         counter: AtomicU64::new(0),
                         settings: settings.iter().map(|s| (*s).to_string()).collect(),
@@ -235,7 +223,7 @@ impl Cluster {
         dir: &Path,
         port: u16,
         owner: Option<(u32, u32)>,
-        (cert, key): (&Path, &Path),
+        tls: Option<(&Path, &Path)>,
         log: &Path,
         settings: &[&str],
     ) -> Result<StartOutcome, String> {
@@ -270,11 +258,16 @@ impl Cluster {
                 "-c",
                 "password_encryption=scram-sha-256",
             ])
-            .args(["-c", "ssl=on"])
-            .arg("-c")
-            .arg(format!("ssl_cert_file={}", cert.display()))
-            .arg("-c")
-            .arg(format!("ssl_key_file={}", key.display()))
+            .args(tls.into_iter().flat_map(|(cert, key)| {
+                [
+                    "-c".to_string(),
+                    "ssl=on".to_string(),
+                    "-c".to_string(),
+                    format!("ssl_cert_file={}", cert.display()),
+                    "-c".to_string(),
+                    format!("ssl_key_file={}", key.display()),
+                ]
+            }))
             .args(["-c", "max_wal_size=1GB", "-c", "checkpoint_timeout=30min"])
             .args([
                 "-c",
@@ -324,6 +317,38 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// A self-signed certificate for localhost / 127.0.0.1, its key 0600 owned by the server.
+fn make_certificate(
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), String> {
+    run_setup(
+        as_owner(Command::new("openssl").current_dir(dir), owner)
+            .env("HOME", dir)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "3650", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+        "openssl req (test server certificate)",
+    )?;
+    fs::set_permissions(key, fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod server.key: {e}"))?;
+    fs::set_permissions(cert, fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("chmod server.crt: {e}"))
 }
 
 pub(super) fn read_log(path: &Path) -> String {

@@ -2,6 +2,7 @@
 
 mod cli;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -70,7 +71,10 @@ fn stop_on_signals(cancel: &Cancel) {
                 std::process::exit(128 + signal);
             }
             first = false;
-            eprintln!("stopping: undoing what was started (a second Ctrl-C exits at once)");
+            let _ = writeln!(
+                pgkeep::progress::display::Above(std::io::stderr()),
+                "stopping: undoing what was started (a second Ctrl-C exits at once)"
+            );
             cancel.cancel(Stop::Signal(signal));
         }
     });
@@ -100,7 +104,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
     ) {
         stop_on_signals(cancel);
     }
-    let _progress = match cli.command {
+    let mut progress = match cli.command {
         Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Verify { .. }
@@ -117,6 +121,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
     match cli.command {
         Command::Backup { job } => {
             let m = commands::backup(&config, job.as_deref(), cancel).await?;
+            drop(progress.take());
             println!(
                 "backup {} of job '{}' committed: {} in {:.1}s",
                 m.id,
@@ -186,6 +191,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                     cancel,
                 )
                 .await?;
+                drop(progress.take());
                 print!("{out}");
                 return Ok(());
             }
@@ -206,7 +212,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 tables,
                 allow_drift,
             };
-            match commands::restore(
+            let restored = commands::restore(
                 &config,
                 job.as_deref(),
                 &backup,
@@ -219,8 +225,9 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 }),
                 cancel,
             )
-            .await?
-            {
+            .await?;
+            drop(progress.take());
+            match restored {
                 Ok(r) => println!(
                     "restored backup {} of job '{}' into database '{}': {} of data in {:.1}s; {}",
                     r.backup,
@@ -239,7 +246,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             job,
             identity,
         } => {
-            let mut out = std::io::stdout();
+            let mut out = pgkeep::progress::display::Above(std::io::stdout());
             commands::verify(
                 &config,
                 job.as_deref(),
@@ -275,6 +282,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             let report =
                 commands::drill(&config, job.as_deref(), &backup, options, &identity, cancel)
                     .await?;
+            drop(progress.take());
             print!("{}", commands::drill_summary(&report));
         }
         Command::Prune { job, dry_run } => {

@@ -110,24 +110,42 @@ impl Drop for Display {
     }
 }
 
-/// stderr for the log: each write erases the progress line first and draws it again after.
+/// A writer whose output goes above the progress line: each write erases the line first (on
+/// stderr, where it is drawn) and draws it again after. Without a progress line it is `W`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Above<W>(pub W);
+
+impl<W: Write> Write for Above<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some(screen) = screen().get() else {
+            return self.0.write(buf);
+        };
+        let s = screen.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.line.is_empty() {
+            return self.0.write(buf);
+        }
+        let mut err = std::io::stderr().lock();
+        err.write_all(ERASE)?;
+        err.flush()?;
+        self.0.write_all(buf)?;
+        self.0.flush()?;
+        err.write_all(s.line.as_bytes())?;
+        err.flush()?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// stderr for the log, above the progress line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogWriter;
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let Some(screen) = screen().get() else {
-            return std::io::stderr().write(buf);
-        };
-        let s = screen.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut err = std::io::stderr().lock();
-        if s.line.is_empty() {
-            return err.write(buf);
-        }
-        err.write_all(ERASE)?;
-        err.write_all(buf)?;
-        err.write_all(s.line.as_bytes())?;
-        Ok(buf.len())
+        Above(std::io::stderr()).write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -80,8 +80,22 @@ async fn progress_shows_on_a_terminal_and_not_in_pipes() {
     let (code, output) = on_a_terminal(&p, &["verify", &id]).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("verify · objects "), "{output:?}");
-    // The log lines are whole: each starts on a line of its own.
-    assert!(output.contains("verified "), "{output:?}");
+    // What verify prints goes above the progress line, never after its text on the same line.
+    let printed: Vec<&str> = output
+        .lines()
+        .flat_map(|l| l.split(ERASE))
+        .filter(|segment| segment.contains("verified ") || segment.contains("backup "))
+        .collect();
+    assert!(!printed.is_empty(), "{output:?}");
+    for segment in printed {
+        assert!(
+            segment.starts_with("verified ")
+                || segment.starts_with("backup ")
+                || segment.contains(" INFO ")
+                || segment.contains(" WARN "),
+            "{segment:?} in {output:?}"
+        );
+    }
 
     // --progress never on a terminal: nothing drawn.
     let target = c.unique_name("progress_never");

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod manifest;
 pub mod marker;
 pub mod migrate;
+pub mod notify;
 pub mod pattern;
 pub mod pg;
 pub mod process;

@@ -114,8 +114,12 @@ pub async fn backup(
     let job = config.job(job)?;
     let repo = open_repository(config).await?;
     let started_at = chrono::Utc::now();
+    let clock = std::time::Instant::now();
+    let notifier = crate::notify::Notifier::new();
     let result = match take_lock(job).await {
         Ok(lock) => {
+            // As in the daemon: `/start` once the run really starts (it holds the lock).
+            notifier.started(&job.notifications, &job.name).await;
             // Holding the lock, no run of the job is going anywhere: what earlier runs left
             // (killed, interrupted) is debris, whatever its age.
             match repo.sweep(&job.name, None).await {
@@ -139,6 +143,22 @@ pub async fn backup(
         Err(e) => Err(e),
     };
     let failure = result.as_ref().err().map(crate::error::report_anyhow);
+    // A run stopped by Ctrl-C or SIGTERM is neither a success nor a failure, as in the daemon.
+    if !cancel.is_cancelled() {
+        let outcome = match &result {
+            Ok(m) => crate::notify::Outcome::Success {
+                backup: m.id.clone(),
+                bytes: m.stored_bytes(),
+            },
+            Err(_) => crate::notify::Outcome::Failure {
+                backup: None,
+                error: failure.clone().unwrap_or_default(),
+            },
+        };
+        notifier
+            .finished(&job.notifications, &job.name, &outcome, clock.elapsed())
+            .await;
+    }
     crate::catalog::after_run(config, &repo, job, started_at, failure.as_deref()).await;
     result
 }

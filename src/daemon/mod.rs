@@ -7,7 +7,6 @@
 mod drills;
 mod http;
 mod metrics;
-mod notify;
 mod runner;
 mod scheduler;
 mod status;
@@ -24,7 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::lock::lock_key;
-pub use notify::{Notifier, Outcome};
+pub use crate::notify::{Notifier, Outcome};
 pub use schedule::{Schedule, next_offset_change};
 
 use crate::config::Config;

@@ -13,7 +13,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::{Metrics, SkipReason};
-use super::notify::{Notifier, Outcome};
 use super::schedule::{Schedule, SlotMemory};
 use super::scheduler::Trigger;
 use super::status::Status;
@@ -23,6 +22,7 @@ use crate::config::{Config, Job};
 use crate::error::Cancel;
 use crate::lock::{self, Acquired};
 use crate::manifest::{self, Manifest};
+use crate::notify::{Notifier, Outcome};
 use crate::repository::Repository;
 
 /// Everything runs share.

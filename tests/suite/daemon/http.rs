@@ -195,3 +195,55 @@ async fn webhook_and_ping_notifications_are_sent() {
     // Notification URLs carry tokens: logs show only their host.
     assert!(!log.contains("/ping/"), "{log}");
 }
+
+/// `pgkeep backup` (a systemd timer, a CronJob) notifies as the daemon's runs do: `/start`,
+/// then the success ping and webhook; a run that cannot connect only `/fail` and a failure event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_backups_notify_like_scheduled_ones() {
+    let c = cluster();
+    let db = small_db("manual_notify").await;
+    let (port, seen) = capture_server().await;
+    let p = Pgkeep::with_config("");
+    p.write_config(&format!(
+        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/m\"\n\n\
+         [jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n\n\
+         [jobs.bad]\ndatabase = \"{}\"\n",
+        store_config(&p),
+        c.url(&db),
+        c.url("no_such_database_to_notify_about")
+    ));
+    let id = p.run(&["backup", "good"]).await.expect_code(0).last_line();
+    let bad = p.run(&["backup", "bad"]).await.expect_code(1);
+    let seen = seen.lock().unwrap().clone();
+    let paths: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(m, path, _)| (m.as_str(), path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("GET", "/ping/m/start"),
+            ("POST", "/hook"),
+            ("POST", "/ping/m"),
+            ("POST", "/hook"),
+            ("POST", "/ping/m/fail"),
+        ],
+        "{seen:?}"
+    );
+    let good: serde_json::Value = serde_json::from_str(&seen[1].2).unwrap();
+    assert_eq!(good["event"], "success");
+    assert_eq!(good["job"], "good");
+    assert_eq!(good["backup"], id.as_str());
+    assert!(
+        seen[2].2.contains(&format!("backup {id} committed")),
+        "{seen:?}"
+    );
+    let failed: serde_json::Value = serde_json::from_str(&seen[3].2).unwrap();
+    assert_eq!(failed["event"], "failure");
+    assert_eq!(failed["job"], "bad");
+    assert!(
+        failed["error"].as_str().unwrap().contains("does not exist"),
+        "{failed}"
+    );
+    assert!(seen[4].2.contains("does not exist"), "{}", bad.stderr);
+}

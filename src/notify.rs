@@ -1,4 +1,5 @@
-//! Notifications about runs: a JSON POST to the job's `webhook_url` after every run, and
+//! Notifications about runs, the daemon's and `pgkeep backup`'s: a JSON POST to the job's
+//! `webhook_url` after every run, and
 //! healthchecks.io-style pings to its `ping_url` (`URL/start` when a run starts, `URL` on
 //! success, `URL/fail` on failure). Short timeouts; a failed notification is logged and never
 //! fails the backup. URLs often carry tokens, so logs show only their scheme and host.

@@ -209,6 +209,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                     cli::SchemaFromArg::Migrations => SchemaFrom::Migrations,
                 }),
                 migrations: None,
+                pg_bin_dir: None,
                 tables,
                 allow_drift,
             };
@@ -278,6 +279,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                     cli::SchemaFromArg::Migrations => SchemaFrom::Migrations,
                 }),
                 migrations: None,
+                pg_bin_dir: None,
             };
             let report =
                 commands::drill(&config, job.as_deref(), &backup, options, &identity, cancel)

@@ -68,6 +68,18 @@ fn job_migrations(
         .and_then(|j| j.export.migrations.clone())
 }
 
+/// The `pg_bin_dir` of the job that made `manifest`'s backup, if set: its pg_restore is the one
+/// that matches its pg_dump.
+fn job_pg_bin_dir(
+    config: &Config,
+    manifest: &crate::manifest::Manifest,
+) -> Option<std::path::PathBuf> {
+    config
+        .jobs
+        .get(&manifest.job)
+        .and_then(|j| j.pg_bin_dir.clone())
+}
+
 /// The job a command is about: the named one (which must exist), else the only one.
 fn job_scope<'a>(config: &'a Config, job: Option<&'a str>) -> Result<Option<&'a str>, UsageError> {
     match job {
@@ -212,6 +224,9 @@ pub async fn restore(
     if options.migrations.is_none() {
         options.migrations = job_migrations(config, &manifest);
     }
+    if options.pg_bin_dir.is_none() {
+        options.pg_bin_dir = job_pg_bin_dir(config, &manifest);
+    }
     let plan = tokio::select! {
         plan = restore::plan(&repo, manifest, options) => plan?,
         interrupted = cancel.cancelled() => return Err(interrupted.into()),
@@ -267,6 +282,9 @@ pub async fn drill(
     let mut options = options;
     if options.migrations.is_none() {
         options.migrations = job_migrations(config, &manifest);
+    }
+    if options.pg_bin_dir.is_none() {
+        options.pg_bin_dir = job_pg_bin_dir(config, &manifest);
     }
     let started_at = chrono::Utc::now();
     let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;

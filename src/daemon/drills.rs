@@ -161,6 +161,7 @@ impl Drills {
             staging_dir: None,
             schema_from: None,
             migrations: entry.job.export.migrations.clone(),
+            pg_bin_dir: entry.job.pg_bin_dir.clone(),
         };
         tracing::info!(job = name, backup = %manifest.id, "drill starting");
         let root = Cancel::new();

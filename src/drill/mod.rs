@@ -37,6 +37,8 @@ pub struct DrillOptions {
     pub staging_dir: Option<std::path::PathBuf>,
     pub schema_from: Option<SchemaFrom>,
     pub migrations: Option<Migrations>,
+    /// Where pg_restore is (the job's `pg_bin_dir`).
+    pub pg_bin_dir: Option<std::path::PathBuf>,
 }
 
 /// A drill that passed.
@@ -274,6 +276,7 @@ async fn restore_and_check(
         staging_dir: options.staging_dir.clone(),
         schema_from: options.schema_from,
         migrations: options.migrations.clone(),
+        pg_bin_dir: options.pg_bin_dir.clone(),
         tables: Vec::new(),
         allow_drift: false,
     };

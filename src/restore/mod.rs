@@ -64,6 +64,8 @@ pub struct RestoreOptions {
     pub schema_from: Option<SchemaFrom>,
     /// Export backups: the job's migrations (directory and tracking table), if configured.
     pub migrations: Option<crate::config::Migrations>,
+    /// Where pg_restore is (the job's `pg_bin_dir`); else the Debian layout, then `PATH`.
+    pub pg_bin_dir: Option<std::path::PathBuf>,
     /// Export backups: restore only the data of tables matching these patterns.
     pub tables: Vec<String>,
     /// Export backups: load data even when the migrated schema differs from the captured one.

@@ -202,7 +202,7 @@ pub async fn plan(
     };
     check_privileges(&server, &name, &action).await?;
     let (leftovers, strays) = target::leftovers(&server, &name).await?;
-    let tool = stage::pg_restore(repo, &manifest).await?;
+    let tool = stage::pg_restore(repo, &manifest, options.pg_bin_dir.as_deref()).await?;
     let staging_dir = options
         .staging_dir
         .clone()

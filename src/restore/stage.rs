@@ -31,6 +31,7 @@ pub(super) fn decoding(
 pub(super) async fn pg_restore(
     repo: &Repository,
     manifest: &Manifest,
+    bin_dir: Option<&std::path::Path>,
 ) -> Result<Tool, RestoreError> {
     let archive = manifest
         .object(&ObjectRole::Dump)
@@ -45,8 +46,13 @@ pub(super) async fn pg_restore(
             format!("the backup (pg_dump {})", manifest.pg_dump_version),
         ),
     };
-    let tool = Tool::locate("pg_restore", None, Some(major)).await?;
-    tool.require_at_least(major, &describe, Hint::Path)?;
+    let tool = Tool::locate("pg_restore", bin_dir, Some(major)).await?;
+    let hint = if bin_dir.is_some() {
+        Hint::PgBinDir
+    } else {
+        Hint::Path
+    };
+    tool.require_at_least(major, &describe, hint)?;
     tracing::debug!(backup = %manifest.id, pg_restore = %tool.path.display(), version = %tool.version, needed = major, "pg_restore chosen");
     Ok(tool)
 }

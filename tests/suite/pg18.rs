@@ -242,6 +242,24 @@ async fn an_archive_of_pg_dump_18_is_not_given_to_an_older_pg_restore() {
         line.contains("could not check 1 of 2 objects") && line.ends_with(&key),
         "{line}"
     );
+
+    // The job's pg_bin_dir names 18's programs: the restore takes its pg_restore from there.
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.write_config(&config.replace(
+        "[jobs.main]\n",
+        &format!("[jobs.main]\npg_bin_dir = \"{}\"\n", bin.display()),
+    ));
+    assert!(
+        std::fs::read_to_string(p.config_path())
+            .unwrap()
+            .contains("pg_bin_dir"),
+        "the config names the directory"
+    );
+    let restored = c.unique_name("pg18_restored_with_bin_dir");
+    p.run(&["restore", &id, "--target", &c.url(&restored), "--create"])
+        .await
+        .expect_code(0);
+    assert!(database_exists(c, &restored).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

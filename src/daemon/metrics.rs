@@ -44,6 +44,7 @@ pub struct Metrics {
     cleaned: IntCounterVec,
     drill_last_success: GaugeVec,
     drill_duration: GaugeVec,
+    drill_max_age: GaugeVec,
     drill_successes: IntCounterVec,
     drill_failures: IntCounterVec,
 }
@@ -161,6 +162,12 @@ impl Metrics {
                 "How long the job's last drill took, passed or not.",
                 job,
             ),
+            drill_max_age: gauge(
+                &r,
+                "pgkeep_drill_max_age_seconds",
+                "How old the job's last passed drill may be ([jobs.NAME.drill] max_age); 0 if unset.",
+                job,
+            ),
             drill_successes: counter(
                 &r,
                 "pgkeep_drill_success_total",
@@ -183,6 +190,7 @@ impl Metrics {
                 &m.max_age,
                 &m.drill_last_success,
                 &m.drill_duration,
+                &m.drill_max_age,
             ] {
                 g.with_label_values(&[name]);
             }
@@ -266,6 +274,12 @@ impl Metrics {
         self.cleaned
             .with_label_values(&[job, "upload"])
             .inc_by(uploads as u64);
+    }
+
+    pub fn set_drill_max_age(&self, job: &str, max_age: Duration) {
+        self.drill_max_age
+            .with_label_values(&[job])
+            .set(max_age.as_secs_f64());
     }
 
     /// A drill that passed at `at` (by this process, or found in the store at start-up).

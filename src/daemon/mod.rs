@@ -104,6 +104,9 @@ pub async fn run_until(config: Config, mut stop: watch::Receiver<u32>) -> anyhow
         if let Some(max_age) = s.max_age {
             metrics.set_max_age(name, max_age);
         }
+        if let Some(max_age) = s.drill_max_age {
+            metrics.set_drill_max_age(name, max_age);
+        }
     }
     let status = Arc::new(Status::new(started_at, statuses));
     let systemd = Systemd::from_env();

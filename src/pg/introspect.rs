@@ -55,6 +55,33 @@ pub fn qualify(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
+/// `"schema"."name"` back into its two catalog names.
+pub fn split_qualified(q: &str) -> Option<(String, String)> {
+    let mut parts = Vec::new();
+    let mut chars = q.chars().peekable();
+    while chars.peek().is_some() {
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut name = String::new();
+        loop {
+            match chars.next()? {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    name.push('"');
+                }
+                '"' => break,
+                c => name.push(c),
+            }
+        }
+        parts.push(name);
+        if chars.peek() == Some(&'.') {
+            chars.next();
+        }
+    }
+    (parts.len() == 2).then(|| (parts[0].clone(), parts[1].clone()))
+}
+
 /// The quoted names of the non-generated columns, in order.
 pub fn data_columns<'a>(columns: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<String> {
     columns

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::AsyncReadExt as _;
 use tokio_util::io::SyncIoBridge;
 
+use super::schema::dbname_conninfo;
 use super::stage::{self, read_error};
 use super::{RestoreError, RestorePlan};
 use crate::manifest::{Manifest, ObjectEntry};
@@ -215,22 +216,5 @@ impl<W: std::io::Write> std::io::Write for Feed<W> {
             }
             other => other,
         }
-    }
-}
-
-/// `dbname='...'`: a conninfo naming only the database, so any database name is taken
-/// literally and no credential ever appears in pg_restore's argv.
-pub(super) fn dbname_conninfo(name: &str) -> String {
-    format!(
-        "dbname='{}'",
-        name.replace('\\', "\\\\").replace('\'', "\\'")
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dbname_conninfo_quotes() {
-        assert_eq!(super::dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");
     }
 }

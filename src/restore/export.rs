@@ -10,9 +10,11 @@ use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
 use super::load::{Load, exec, load_tables};
-use super::plan::{ExportPlan, RestorePlan, split_qualified};
+use super::plan::RestorePlan;
+use super::plan_export::ExportPlan;
 use super::{RestoreError, SchemaFrom, schema, toc};
 use crate::manifest::{Manifest, ObjectEntry};
+use crate::pg::introspect::split_qualified;
 use crate::pg::introspect::{self, LoadConstraint};
 use crate::pg::{DbError, PgError, Target, quote_ident};
 use crate::repository::Repository;

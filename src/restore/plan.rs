@@ -6,15 +6,12 @@
 //! entries to build during the load (in `plan_export`). The plan prints itself
 //! (`restore --dry-run`, in `describe`).
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::properties::{self, DbProperties};
-use super::schema::SchemaArchive;
-use super::select::{self, LeftOutKey, Selection};
+use super::select::{self, Selection};
 use super::target::{self, Server, side_name};
-use super::{RestoreError, RestoreOptions, SchemaFrom, dump, plan_export, stage, toc};
-use crate::config::Migrations;
+use super::{RestoreError, RestoreOptions, dump, plan_export, stage, toc};
 use crate::manifest::{BackupKind, Manifest, ObjectEntry, ObjectRole};
 use crate::pg::Target;
 use crate::process::Tool;
@@ -52,26 +49,7 @@ pub enum Content {
         /// What `--tables` restores of it.
         selection: Option<Box<Selection>>,
     },
-    Export(Box<ExportPlan>),
-}
-
-/// The decisions of an export restore.
-#[derive(Debug)]
-pub struct ExportPlan {
-    pub(super) archive: SchemaArchive,
-    pub schema_from: SchemaFrom,
-    pub migrations: Option<Migrations>,
-    /// The table objects loaded (all, or those `--tables` selects).
-    pub tables: Vec<ObjectEntry>,
-    pub selective: bool,
-    pub(super) early: Vec<toc::Early>,
-    pub(super) post_data: BTreeMap<u32, String>,
-    /// Selective, with the captured schema: the foreign keys between restored tables (their
-    /// entry ids), recreated.
-    pub(super) keys_kept: BTreeSet<u32>,
-    /// Selective: the foreign keys of restored tables that link a table left out.
-    pub foreign_keys_left_out: Vec<LeftOutKey>,
-    pub allow_drift: bool,
+    Export(Box<plan_export::ExportPlan>),
 }
 
 /// A checked restore, ready to apply.
@@ -101,16 +79,6 @@ impl RestorePlan {
     pub fn build_target(&self) -> Target {
         self.target.with_dbname(&self.build)
     }
-}
-
-pub(super) fn schema_from(options: &RestoreOptions) -> SchemaFrom {
-    options
-        .schema_from
-        .unwrap_or(if options.migrations.is_some() {
-            SchemaFrom::Migrations
-        } else {
-            SchemaFrom::Dump
-        })
 }
 
 /// Checks everything that can be checked without changing anything, and decides what the
@@ -302,36 +270,9 @@ async fn check_privileges(
     Ok(())
 }
 
-/// `"schema"."name"` back into its two catalog names.
-pub(super) fn split_qualified(q: &str) -> Option<(String, String)> {
-    let mut parts = Vec::new();
-    let mut chars = q.chars().peekable();
-    while chars.peek().is_some() {
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut name = String::new();
-        loop {
-            match chars.next()? {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    name.push('"');
-                }
-                '"' => break,
-                c => name.push(c),
-            }
-        }
-        parts.push(name);
-        if chars.peek() == Some(&'.') {
-            chars.next();
-        }
-    }
-    (parts.len() == 2).then(|| (parts[0].clone(), parts[1].clone()))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::split_qualified;
+    use crate::pg::introspect::split_qualified;
 
     #[test]
     fn qualified_names_split_back() {

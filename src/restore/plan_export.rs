@@ -4,14 +4,44 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::plan::{ExportPlan, schema_from, split_qualified};
 use super::schema::SchemaArchive;
 use super::select::{self, LeftOutKey};
 use super::{RestoreError, RestoreOptions, SchemaFrom, stage, toc};
+use crate::config::Migrations;
 use crate::manifest::{Manifest, ObjectEntry, ObjectRole};
+use crate::pg::introspect::split_qualified;
 use crate::process::Tool;
 use crate::repository::Repository;
 use crate::source::TablePattern;
+
+/// The decisions of an export restore.
+#[derive(Debug)]
+pub struct ExportPlan {
+    pub(super) archive: SchemaArchive,
+    pub schema_from: SchemaFrom,
+    pub migrations: Option<Migrations>,
+    /// The table objects loaded (all, or those `--tables` selects).
+    pub tables: Vec<ObjectEntry>,
+    pub selective: bool,
+    pub(super) early: Vec<toc::Early>,
+    pub(super) post_data: BTreeMap<u32, String>,
+    /// Selective, with the captured schema: the foreign keys between restored tables (their
+    /// entry ids), recreated.
+    pub(super) keys_kept: BTreeSet<u32>,
+    /// Selective: the foreign keys of restored tables that link a table left out.
+    pub foreign_keys_left_out: Vec<LeftOutKey>,
+    pub allow_drift: bool,
+}
+
+pub(super) fn schema_from(options: &RestoreOptions) -> SchemaFrom {
+    options
+        .schema_from
+        .unwrap_or(if options.migrations.is_some() {
+            SchemaFrom::Migrations
+        } else {
+            SchemaFrom::Dump
+        })
+}
 
 /// Post-data entries of tables smaller than this wait for the pass after the load: each
 /// entry built during the load costs a `pg_restore` run, worth it only when the build is long.

@@ -74,7 +74,7 @@ impl SchemaArchive {
                 "--single-transaction".to_string()
             },
             format!("--section={section}"),
-            format!("--dbname={}", super::dump::dbname_conninfo(target.dbname())),
+            format!("--dbname={}", dbname_conninfo(target.dbname())),
         ];
         if self.no_owner {
             args.push("--no-owner".to_string());
@@ -238,9 +238,23 @@ pub(super) fn column_diff(table: &str, expected: &[Column], actual: &[Column]) -
     out
 }
 
+/// `dbname='...'`: a conninfo naming only the database, so any database name is taken
+/// literally and no credential ever appears in pg_restore's argv.
+pub(super) fn dbname_conninfo(name: &str) -> String {
+    format!(
+        "dbname='{}'",
+        name.replace('\\', "\\\\").replace('\'', "\\'")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dbname_conninfo_quotes() {
+        assert_eq!(dbname_conninfo("a'b\\c"), "dbname='a\\'b\\\\c'");
+    }
 
     fn col(name: &str, t: &str) -> Column {
         Column {

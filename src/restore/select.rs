@@ -313,7 +313,7 @@ pub(super) fn split_foreign_keys(
     let mut left_out = Vec::new();
     let prefix_of = |t: &u32| {
         names.get(t).and_then(|n| {
-            let (s, n) = super::plan::split_qualified(n)?;
+            let (s, n) = crate::pg::introspect::split_qualified(n)?;
             Some(format!("{s} {n} "))
         })
     };

@@ -1,7 +1,9 @@
 //! Unit tests of the verify module.
 
+use super::object::decode;
 use super::*;
 use crate::codec::Compression;
+use crate::transfer::{Decoding, Expected};
 
 fn plain(compression: Compression) -> Decoding {
     Decoding {

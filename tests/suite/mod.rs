@@ -1,6 +1,7 @@
 //! The integration test modules.
 
 mod catalog;
+mod catalog_outcomes;
 mod catalog_plans;
 mod check;
 mod config;

@@ -76,6 +76,8 @@ pub enum BackupCause {
     #[error(transparent)]
     Export(#[from] source::export::ExportError),
     #[error(transparent)]
+    Cluster(#[from] source::cluster::ClusterError),
+    #[error(transparent)]
     Commit(#[from] CommitError),
     #[error(transparent)]
     Interrupted(#[from] crate::error::Interrupted),
@@ -91,6 +93,7 @@ impl BackupError {
             BackupCause::Upload(e) => e.is_retryable(),
             BackupCause::Dump(e) => e.is_retryable(),
             BackupCause::Export(e) => e.is_retryable(),
+            BackupCause::Cluster(e) => e.is_retryable(),
             BackupCause::Commit(e) => e.is_retryable(),
             BackupCause::Child(_) | BackupCause::Interrupted(_) => false,
         }
@@ -128,7 +131,7 @@ pub async fn run_at(
 ) -> Result<Manifest, BackupError> {
     let run = repo.begin(&job.name, started_at);
     let clock = Instant::now();
-    tracing::info!(job = %job.name, backup = %run.id(), kind = job.kind.as_str(), "backup started");
+    tracing::info!(job = %job.name, backup = %run.id(), kind = job.kind_name(), "backup started");
     let fail = |stage: Stage| {
         let name = job.name.clone();
         move |cause: BackupCause| BackupError {
@@ -220,10 +223,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         format_version: manifest::FORMAT_VERSION,
         id: run.id().to_string(),
         job: job.name.clone(),
-        kind: match job.kind {
-            JobKind::Dump => BackupKind::Dump,
-            JobKind::Export => BackupKind::Export,
-        },
+        kind: BackupKind::from_name(job.kind_name()),
         started_at: run.started_at(),
         finished_at: run.started_at(),
         pgkeep_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -247,12 +247,20 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
         tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        databases: Vec::new(),
         encryption: None,
         checksum: None,
     };
 
-    match job.kind {
-        JobKind::Dump => {
+    match (job.kind, &job.cluster) {
+        (JobKind::Dump, Some(cluster)) => {
+            let dumped = source::cluster::run(job, cluster, run, &target, &pg_dump)
+                .await
+                .map_err(|e| dump_fail(e.into()))?;
+            manifest.objects = dumped.objects;
+            manifest.databases = dumped.databases;
+        }
+        (JobKind::Dump, None) => {
             let dump_name = format!("dump.pgdump{}", job.compression.suffix());
             let dumped = source::dump::run(job, run, &target, &pg_dump, &dump_name)
                 .await
@@ -263,7 +271,7 @@ async fn take(job: &Job, repo: &Repository, run: &Run) -> Result<Manifest, Backu
             manifest.tables = dumped.tables;
             manifest.sequences = dumped.sequences;
         }
-        JobKind::Export => {
+        (JobKind::Export, _) => {
             let exported = source::export::run(job, run, &target, &pg_dump)
                 .await
                 .map_err(|e| fail(Stage::Export)(e.into()))?;

@@ -72,6 +72,10 @@ pub fn migrations() -> Vec<Migration> {
             "0003_drills.sql",
             include_str!("../migrations/0003_drills.sql"),
         ),
+        (
+            "0004_cluster_backups.sql",
+            include_str!("../migrations/0004_cluster_backups.sql"),
+        ),
     ];
     FILES
         .iter()
@@ -410,7 +414,7 @@ pub async fn after_run(
             record_failure(
                 &client,
                 &job.name,
-                job.kind.as_str(),
+                job.kind_name(),
                 started_at,
                 Utc::now().max(started_at),
                 error,

@@ -28,6 +28,20 @@ pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1000.0
 }
 
+/// A name from the catalog (a database, a table) for a terminal or a one-line message: control
+/// characters escaped, so a name cannot break a line or move the cursor.
+pub fn name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -36,5 +50,11 @@ mod tests {
         assert_eq!(super::bytes(1023), "1023 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn names_cannot_break_a_line() {
+        assert_eq!(super::name("Odd \"Name\" ü"), "Odd \"Name\" ü");
+        assert_eq!(super::name("a\nb\u{1b}[2J"), "a\\nb\\u{1b}[2J");
     }
 }

@@ -83,6 +83,9 @@ named_enum! {
         Dump = "dump",
         /// Per-table COPY data read in one snapshot, plus the schema.
         Export = "export",
+        /// A `pg_dump --format=custom` archive of each database of a server (`databases`),
+        /// plus the cluster's roles, committed together.
+        Cluster = "cluster",
     }
 }
 
@@ -175,6 +178,10 @@ pub struct Manifest {
     /// refreshes exactly the populated ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub materialized_views: Vec<MaterializedView>,
+    /// Cluster backups: each database, with its archive and what was counted in its snapshot
+    /// (`database` is then the one pgkeep connected to, to list them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<DatabaseEntry>,
     /// How the objects are encrypted, when they are: the scheme (`age`) and the fingerprints
     /// of the public keys they were encrypted to (see `crypt::fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +198,25 @@ pub struct Encryption {
     pub scheme: String,
     /// Fingerprints of the recipients (not the keys themselves).
     pub recipients: Vec<String>,
+}
+
+/// One database of a cluster backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseEntry {
+    /// The database's name, as in `pg_database.datname`.
+    pub name: String,
+    /// The key of its `dump` object.
+    pub object: String,
+    /// The exported snapshot its tables were counted in.
+    pub snapshot: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_lsn: Option<String>,
+    /// Every table whose data the archive holds, with its rows counted in the snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableRows>,
+    /// Every sequence's state, read in the snapshot's transaction.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceState>,
 }
 
 /// A table of a dump backup and its rows, as counted in the dump's snapshot.
@@ -299,6 +325,56 @@ impl Manifest {
     /// The first object with `role`.
     pub fn object(&self, role: &ObjectRole) -> Option<&ObjectEntry> {
         self.objects.iter().find(|o| &o.role == role)
+    }
+
+    /// The names of a cluster backup's databases, in the manifest's order (empty for others).
+    pub fn database_names(&self) -> Vec<&str> {
+        self.databases.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    /// One database of a cluster backup seen as the dump backup of that database alone: its
+    /// archive and the globals, its counts and sequences, `database` and `source` naming it.
+    /// Everything that restores or drills a dump backup works on it unchanged. `None` when
+    /// this is not a cluster backup or holds no database `name`.
+    pub fn database_backup(&self, name: &str) -> Option<Manifest> {
+        if self.kind != BackupKind::Cluster {
+            return None;
+        }
+        let entry = self.databases.iter().find(|d| d.name == name)?;
+        let mut out = self.clone();
+        out.kind = BackupKind::Dump;
+        out.source = match self.source.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => self.source.clone(),
+        };
+        out.database.clone_from(&entry.name);
+        out.objects = self
+            .objects
+            .iter()
+            .filter(|o| o.key == entry.object || o.role != ObjectRole::Dump)
+            .cloned()
+            .collect();
+        out.snapshot = Some(entry.snapshot.clone());
+        out.wal_lsn = entry.wal_lsn.clone().or_else(|| self.wal_lsn.clone());
+        out.tables.clone_from(&entry.tables);
+        out.sequences.clone_from(&entry.sequences);
+        out.databases = Vec::new();
+        // A view of the stored manifest, not a stored one: it has no checksum of its own.
+        out.checksum = None;
+        Some(out)
+    }
+
+    /// What a restore or drill works on: the backup itself, or for a cluster backup each of
+    /// its databases as a dump backup ([`Manifest::database_backup`]).
+    pub fn database_backups(&self) -> Vec<Manifest> {
+        if self.kind == BackupKind::Cluster {
+            self.databases
+                .iter()
+                .filter_map(|d| self.database_backup(&d.name))
+                .collect()
+        } else {
+            vec![self.clone()]
+        }
     }
 
     /// The major version of the pg_dump that wrote the archives (0 when unreadable).

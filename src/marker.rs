@@ -35,6 +35,12 @@ pub fn builder_gone(comment: &str) -> bool {
     }
 }
 
+/// Whether a database comment is a pgkeep mark (a restore's or drill's database being built),
+/// whoever made it and whether its builder still runs.
+pub fn is_mark(comment: &str) -> bool {
+    comment.starts_with("pgkeep: ") && parse(comment).is_some()
+}
+
 /// This host's name, as the marks record it.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -120,6 +120,53 @@ fn glob(pattern: &[Token], text: &str) -> bool {
     pattern[p..].iter().all(|tok| *tok == Token::AnyRun)
 }
 
+/// A `databases`/`exclude_databases` pattern of a cluster job: a database name as in
+/// `pg_database` (case-sensitive, nothing quoted or folded) with `*` and `?` wildcards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabasePattern {
+    tokens: Vec<Token>,
+    text: String,
+}
+
+impl DatabasePattern {
+    /// Parses `*`, `app_*`, `Sales 2026`.
+    ///
+    /// # Errors
+    /// A message naming the pattern when it is empty or holds a control character.
+    pub fn parse(text: &str) -> Result<DatabasePattern, String> {
+        let shown = crate::redact::show(text);
+        if text.is_empty() {
+            return Err("a database pattern may not be empty".into());
+        }
+        if text.chars().any(char::is_control) {
+            return Err(format!(
+                "database pattern '{shown}' holds a control character"
+            ));
+        }
+        let tokens = text
+            .chars()
+            .map(|c| match c {
+                '*' => Token::AnyRun,
+                '?' => Token::AnyOne,
+                c => Token::Literal(c),
+            })
+            .collect();
+        Ok(DatabasePattern {
+            tokens,
+            text: text.to_string(),
+        })
+    }
+
+    /// Whether the database `name` (exact catalog name) matches.
+    pub fn matches(&self, name: &str) -> bool {
+        glob(&self.tokens, name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
 /// Whether a table is selected by `include` (all tables when empty) and not by `exclude`.
 pub fn selected(
     include: &[TablePattern],
@@ -166,6 +213,22 @@ mod tests {
         for bad in ["", "a.", ".b", "a.b.c", "\"open", "two words"] {
             assert!(TablePattern::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn database_patterns_are_exact_but_for_wildcards() {
+        let m = |p: &str, name: &str| DatabasePattern::parse(p).unwrap().matches(name);
+        assert!(m("*", "app"));
+        assert!(m("*", "Odd \"Name\"; x"));
+        assert!(m("app_*", "app_eu"));
+        assert!(!m("app_*", "App_eu"));
+        assert!(m("App", "App"));
+        assert!(!m("app", "App"));
+        assert!(m("db?", "db1"));
+        assert!(!m("db?", "db12"));
+        assert!(m("sales.2026", "sales.2026"));
+        assert!(DatabasePattern::parse("").is_err());
+        assert!(DatabasePattern::parse("a\nb").is_err());
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use super::checks;
 use super::problems::{Problems, conninfo, notification_settings};
 use super::{
-    DEFAULT_TIMEOUT, DrillSettings, ExportSettings, Job, JobKind, Migrations, Notifications,
-    RawDrill, RawJob, RawRetention,
+    ClusterSettings, DEFAULT_TIMEOUT, DrillSettings, ExportSettings, Job, JobKind, Migrations,
+    Notifications, RawDrill, RawJob, RawRetention,
 };
 use crate::codec::Compression;
-use crate::pattern::TablePattern;
+use crate::pattern::{DatabasePattern, TablePattern};
 use crate::redact::{scrub, show};
 use crate::retention::Retention;
 use crate::schedule::Schedule;
@@ -47,6 +47,7 @@ pub(super) fn validate_job(
         }
     };
     let export = export_settings(&at, &raw, kind, problems);
+    let cluster = cluster_settings(&at, &raw, kind, problems);
     let timeout = match &raw.timeout {
         Some(t) => problems.check(&at("timeout"), checks::duration(t)),
         None => Some(DEFAULT_TIMEOUT),
@@ -107,8 +108,62 @@ pub(super) fn validate_job(
         max_age: max_age?,
         notifications,
         export,
+        cluster,
         drill: drill?,
     })
+}
+
+/// `databases` / `exclude_databases`: a dump job of every matching database of the server.
+fn cluster_settings(
+    at: &dyn Fn(&str) -> String,
+    raw: &RawJob,
+    kind: Option<JobKind>,
+    problems: &mut Problems,
+) -> Option<ClusterSettings> {
+    if kind == Some(JobKind::Export) {
+        for (key, set) in [
+            ("databases", raw.databases.is_some()),
+            ("exclude_databases", raw.exclude_databases.is_some()),
+        ] {
+            if set {
+                problems.add(
+                    at(key),
+                    "an export job reads one database; back up a whole server with a dump job (kind = \"dump\")",
+                );
+            }
+        }
+        return None;
+    }
+    let Some(include) = &raw.databases else {
+        if raw.exclude_databases.is_some() {
+            problems.add(
+                at("exclude_databases"),
+                "applies to a job of a whole server: set `databases` too (e.g. [\"*\"])",
+            );
+        }
+        return None;
+    };
+    if include.is_empty() {
+        problems.add(
+            at("databases"),
+            "name the databases to back up (patterns; [\"*\"] for every one), or remove the key",
+        );
+    }
+    let mut patterns = |key: &str, texts: &[String]| -> Vec<DatabasePattern> {
+        texts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                problems.check(&format!("{}[{i}]", at(key)), DatabasePattern::parse(p))
+            })
+            .collect()
+    };
+    let include = patterns("databases", include);
+    let exclude = patterns(
+        "exclude_databases",
+        raw.exclude_databases.as_deref().unwrap_or_default(),
+    );
+    Some(ClusterSettings { include, exclude })
 }
 
 fn drill_settings(
@@ -288,6 +343,52 @@ mod tests {
         assert_eq!(d.jobs, 1);
         assert_eq!(d.max_age, Some(std::time::Duration::from_hours(8 * 24)));
         assert_eq!(d.target.get("dbname"), Some("postgres"));
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let cfg = validate(
+            job(|j| {
+                j.databases = Some(vec!["*".into()]);
+                j.exclude_databases = Some(vec!["scratch_*".into()]);
+            }),
+            ConfigSource::Defaults,
+        )
+        .expect("a valid cluster job");
+        let cluster = cfg.jobs["nightly"]
+            .cluster
+            .as_ref()
+            .expect("cluster settings");
+        assert!(cluster.selects("app"));
+        assert!(!cluster.selects("scratch_1"));
+        assert!(cfg.jobs["nightly"].cluster.is_some());
+
+        let found = problems(job(|j| {
+            j.kind = "export".into();
+            j.databases = Some(vec!["*".into()]);
+        }));
+        assert!(
+            found[0].starts_with("jobs.nightly.databases: an export job reads one database"),
+            "{found:?}"
+        );
+        let found = problems(job(|j| j.exclude_databases = Some(vec!["x".into()])));
+        assert!(
+            found[0]
+                .starts_with("jobs.nightly.exclude_databases: applies to a job of a whole server"),
+            "{found:?}"
+        );
+        let found = problems(job(|j| j.databases = Some(Vec::new())));
+        assert!(
+            found[0].starts_with("jobs.nightly.databases: name the databases"),
+            "{found:?}"
+        );
+        let found = problems(job(|j| {
+            j.databases = Some(vec!["ok".into(), String::new()]);
+        }));
+        assert!(
+            found[0].starts_with("jobs.nightly.databases[1]: a database pattern may not be empty"),
+            "{found:?}"
+        );
     }
 
     #[test]

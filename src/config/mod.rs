@@ -26,7 +26,7 @@ pub use raw::{
 };
 
 use crate::codec::Compression;
-use crate::pattern::TablePattern;
+use crate::pattern::{DatabasePattern, TablePattern};
 use crate::pg::ConnInfo;
 use crate::redact::show_at_most;
 use crate::retention::Retention;
@@ -223,8 +223,23 @@ pub struct Job {
     /// This job's notification targets (its own, else the global ones).
     pub notifications: Notifications,
     pub export: ExportSettings,
+    /// Dump jobs of a whole server (`databases = [...]`): which of its databases each run
+    /// backs up; `None` for a job of the one database `database` names.
+    pub cluster: Option<ClusterSettings>,
     /// Scheduled drills of the job's newest backup (`[jobs.NAME.drill]`).
     pub drill: Option<DrillSettings>,
+}
+
+impl Job {
+    /// The kind of backup the job makes, as manifests name it: `dump`, `export`, or
+    /// `cluster` for a dump job of a whole server.
+    pub fn kind_name(&self) -> &'static str {
+        if self.cluster.is_some() {
+            "cluster"
+        } else {
+            self.kind.as_str()
+        }
+    }
 }
 
 /// How the daemon drills a job's backups.
@@ -239,6 +254,21 @@ pub struct DrillSettings {
     pub no_owner: bool,
     /// How old the last passed drill may be before `/readyz` fails.
     pub max_age: Option<Duration>,
+}
+
+/// Which databases of the server a cluster job backs up: those matching `include` and no
+/// `exclude` pattern, of the ones that allow connections and are not templates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub include: Vec<DatabasePattern>,
+    pub exclude: Vec<DatabasePattern>,
+}
+
+impl ClusterSettings {
+    pub fn selects(&self, name: &str) -> bool {
+        self.include.iter().any(|p| p.matches(name))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
 }
 
 /// What an export job reads.

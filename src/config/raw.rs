@@ -178,6 +178,9 @@ pub struct RawJob {
     /// `/readyz` turns 503 when the last success is older; default twice the schedule interval.
     pub max_age: Option<String>,
     pub notifications: Option<RawNotifications>,
+    // dump jobs of a whole server
+    pub databases: Option<Vec<String>>,
+    pub exclude_databases: Option<Vec<String>>,
     // export jobs
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,

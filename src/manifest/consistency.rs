@@ -66,7 +66,11 @@ impl Manifest {
             BackupKind::Export if count(&ObjectRole::Schema) != 1 => {
                 out.push("an export backup needs exactly one schema object".into());
             }
+            BackupKind::Cluster => self.cluster_problems(&mut out),
             _ => {}
+        }
+        if !self.databases.is_empty() && self.kind != BackupKind::Cluster {
+            out.push("only a cluster backup lists databases".into());
         }
         let encrypted = self.objects.iter().any(|o| o.encryption.is_some());
         if encrypted
@@ -93,5 +97,57 @@ impl Manifest {
             }
         }
         out
+    }
+
+    /// A cluster backup: at least one database, each named once with its own dump object,
+    /// every dump object some database's, no export objects, and no counts of its own (each
+    /// database has them).
+    fn cluster_problems(&self, out: &mut Vec<String>) {
+        if self.databases.is_empty() {
+            out.push("a cluster backup lists no databases".into());
+        }
+        let mut names = BTreeSet::new();
+        let mut archives = BTreeSet::new();
+        for d in &self.databases {
+            if !names.insert(d.name.as_str()) {
+                out.push(format!("database '{}' is listed twice", d.name));
+            }
+            if !archives.insert(d.object.as_str()) {
+                out.push(format!(
+                    "object '{}' is the archive of two databases",
+                    d.object
+                ));
+            }
+            let object = self.objects.iter().find(|o| o.key == d.object);
+            if object.is_none_or(|o| o.role != ObjectRole::Dump) {
+                out.push(format!(
+                    "database '{}' names '{}', which is not a dump object of it",
+                    d.name, d.object
+                ));
+            }
+            let mut counted = BTreeSet::new();
+            for t in &d.tables {
+                if !counted.insert(t.name.as_str()) {
+                    out.push(format!(
+                        "table {} of database '{}' is counted twice",
+                        t.name, d.name
+                    ));
+                }
+            }
+        }
+        for o in &self.objects {
+            match o.role {
+                ObjectRole::Dump if !archives.contains(o.key.as_str()) => {
+                    out.push(format!("dump object '{}' belongs to no database", o.key));
+                }
+                ObjectRole::Schema | ObjectRole::Table => {
+                    out.push(format!("a cluster backup holds no {} objects", o.role));
+                }
+                _ => {}
+            }
+        }
+        if self.snapshot.is_some() || !self.sequences.is_empty() {
+            out.push("a cluster backup records snapshots and sequences per database".into());
+        }
     }
 }

@@ -68,6 +68,7 @@ pub(crate) fn sample() -> Manifest {
         tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        databases: Vec::new(),
         encryption: None,
         checksum: None,
     }
@@ -166,10 +167,10 @@ fn inconsistent_manifests_are_refused_with_every_problem() {
 #[test]
 fn unknown_names_are_kept_not_refused() {
     let mut m = sample();
-    m.kind = BackupKind::Unknown("cluster".into());
+    m.kind = BackupKind::Unknown("wal-archive".into());
     m.objects[0].compression = ObjectCodec::Unknown("brotli".into());
     let back = parse(&m.to_json()).unwrap();
-    assert_eq!(back.kind.as_str(), "cluster");
+    assert_eq!(back.kind.as_str(), "wal-archive");
     assert_eq!(back.objects[0].compression.compression(), None);
 }
 
@@ -199,5 +200,116 @@ fn object_names() {
     }
     for bad in ["", "/abs", "a//b", "../x", "a/./b", "manifest.json", "a\nb"] {
         assert!(!valid_object_name(bad), "{bad:?}");
+    }
+}
+
+/// A cluster backup of two databases (`app`, `odd one`) and the globals.
+fn cluster_sample() -> Manifest {
+    let mut m = sample();
+    m.kind = BackupKind::Cluster;
+    m.database = "postgres".into();
+    m.source = "backup@db:5432/postgres".into();
+    m.snapshot = None;
+    m.encoding = None;
+    m.sequences = Vec::new();
+    let dump = |key: &str, sha: char| ObjectEntry {
+        key: key.into(),
+        role: ObjectRole::Dump,
+        table: None,
+        rows: None,
+        digest: None,
+        columns: Vec::new(),
+        compression: ObjectCodec::Gzip,
+        encryption: None,
+        raw_bytes: 100,
+        stored_bytes: 50,
+        sha256: sha.to_string().repeat(64),
+    };
+    let mut globals = dump("globals.sql.gz", 'c');
+    globals.role = ObjectRole::Globals;
+    m.objects = vec![
+        dump("databases/0000-app.pgdump.gz", 'a'),
+        dump("databases/0001-odd_one.pgdump.gz", 'b'),
+        globals,
+    ];
+    let entry = |name: &str, key: &str, rows: u64| DatabaseEntry {
+        name: name.into(),
+        object: key.into(),
+        snapshot: format!("snap-{name}"),
+        wal_lsn: None,
+        tables: vec![TableRows {
+            name: "\"public\".\"t\"".into(),
+            rows,
+        }],
+        sequences: Vec::new(),
+    };
+    m.databases = vec![
+        entry("app", "databases/0000-app.pgdump.gz", 10),
+        entry("odd one", "databases/0001-odd_one.pgdump.gz", 20),
+    ];
+    m
+}
+
+#[test]
+fn a_cluster_backup_round_trips_and_each_database_reads_as_a_dump_backup() {
+    let mut m = cluster_sample();
+    let back = parse(&m.to_json()).expect("a consistent cluster manifest");
+    assert_eq!(back.database_names(), ["app", "odd one"]);
+
+    let odd = back.database_backup("odd one").expect("a database of it");
+    assert_eq!(odd.kind, BackupKind::Dump);
+    assert_eq!(odd.database, "odd one");
+    assert_eq!(odd.source, "backup@db:5432/odd one");
+    let keys: Vec<&str> = odd.objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys, ["databases/0001-odd_one.pgdump.gz", "globals.sql.gz"]);
+    assert_eq!(odd.tables[0].rows, 20);
+    assert_eq!(odd.snapshot.as_deref(), Some("snap-odd one"));
+    assert!(odd.databases.is_empty());
+    assert!(odd.problems(&odd.job, &odd.id).is_empty());
+    assert!(back.database_backup("nope").is_none());
+    assert_eq!(back.database_backups().len(), 2);
+    assert!(sample().database_backup("app").is_none());
+}
+
+#[test]
+fn a_cluster_backup_that_contradicts_itself_is_refused() {
+    type Damage = Box<dyn Fn(&mut Manifest)>;
+    let cases: Vec<(&str, Damage)> = vec![
+        ("lists no databases", Box::new(|m| m.databases.clear())),
+        (
+            "database 'app' is listed twice",
+            Box::new(|m| m.databases[1].name = "app".into()),
+        ),
+        (
+            "which is not a dump object",
+            Box::new(|m| m.databases[0].object = "globals.sql.gz".into()),
+        ),
+        (
+            "is the archive of two databases",
+            Box::new(|m| m.databases[1].object = m.databases[0].object.clone()),
+        ),
+        (
+            "belongs to no database",
+            Box::new(|m| {
+                m.databases.pop();
+            }),
+        ),
+        (
+            "records snapshots and sequences per database",
+            Box::new(|m| m.snapshot = Some("x".into())),
+        ),
+        (
+            "only a cluster backup lists databases",
+            Box::new(|m| {
+                m.kind = BackupKind::Dump;
+                m.objects.remove(1);
+            }),
+        ),
+    ];
+    for (expected, damage) in cases {
+        let mut m = cluster_sample();
+        damage(&mut m);
+        let err = parse(&m.to_json()).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
     }
 }

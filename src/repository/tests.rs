@@ -51,6 +51,7 @@ fn manifest_of(run: &Run, objects: Vec<ObjectEntry>) -> Manifest {
         tables: Vec::new(),
         large_objects: None,
         materialized_views: Vec::new(),
+        databases: Vec::new(),
         encryption: None,
         checksum: None,
     }

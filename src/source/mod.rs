@@ -1,6 +1,7 @@
 //! What a backup reads: `pg_dump` and `pg_dumpall` child processes streaming their output, and
 //! the per-table COPY export (see `export`).
 
+pub mod cluster;
 pub mod dump;
 pub mod export;
 pub mod snapshot;

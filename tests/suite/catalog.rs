@@ -14,7 +14,7 @@ async fn catalog_db(prefix: &str) -> (String, tokio_postgres::Client) {
     let c = cluster();
     let db = c.create_db(prefix).await;
     let mut client = c.connect(&db).await;
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(3));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(4));
     (db, client)
 }
 
@@ -64,7 +64,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         pgkeep::migrate::current_version(&client, CATALOG_MIGRATIONS_TABLE)
             .await
             .unwrap(),
-        Some(3)
+        Some(4)
     );
     for t in [
         "pgkeep.backup_run",
@@ -81,7 +81,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         assert!(found, "{t}");
     }
     // The library's prepare agrees with the CLI's run.
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(3));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

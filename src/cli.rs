@@ -134,6 +134,10 @@ pub enum Command {
         /// Export backups: load the data even when the migrated schema differs
         #[arg(long)]
         allow_drift: bool,
+        /// Cluster backups (of a whole server): the database to restore; it keeps its name on
+        /// the server of --target unless --target names a database
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
         /// An age identity file for encrypted backups (repeatable; default:
         /// $PGKEEP_AGE_IDENTITY_FILE, then storage.encryption.identity_file)
         #[arg(long, value_name = "FILE")]
@@ -142,7 +146,7 @@ pub enum Command {
         /// missing roles are created, existing ones left alone, tablespaces skipped
         #[arg(long, conflicts_with_all = [
             "jobs", "clean", "create", "in_place", "keep_old", "no_owner", "schema_from", "tables",
-            "allow_drift", "json",
+            "allow_drift", "json", "database",
         ])]
         globals_only: bool,
         /// With --globals-only: also bring existing roles to the backup's attributes,

@@ -170,6 +170,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
             schema_from,
             tables,
             allow_drift,
+            database,
             identity,
             globals_only,
             update_roles,
@@ -212,6 +213,7 @@ async fn run(cli: Cli, cancel: &Cancel) -> anyhow::Result<()> {
                 pg_bin_dir: None,
                 tables,
                 allow_drift,
+                database,
             };
             let restored = commands::restore(
                 &config,

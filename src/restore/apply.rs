@@ -45,7 +45,7 @@ pub async fn apply(
             interrupted = cancel.cancelled() => return Err(RestoreError::Interrupted(interrupted)),
         };
         if !in_place {
-            properties::finish(&server, &plan.build, like).await?;
+            properties::finish(&server, &plan.build, like, plan.owner.as_deref()).await?;
         }
         Ok(bytes)
     }

@@ -70,6 +70,8 @@ pub struct RestoreOptions {
     pub tables: Vec<String>,
     /// Export backups: load data even when the migrated schema differs from the captured one.
     pub allow_drift: bool,
+    /// Cluster backups: the database to restore (each is restored on its own).
+    pub database: Option<String>,
 }
 
 /// Where an export restore takes the schema from.

@@ -72,6 +72,9 @@ pub struct RestorePlan {
     pub jobs: u32,
     pub no_owner: bool,
     pub staging_dir: PathBuf,
+    /// `Create` of a dump: the source database's owner (from the archive), which the new
+    /// database is given, when that role exists on the target and may be given it.
+    pub owner: Option<String>,
 }
 
 impl RestorePlan {
@@ -92,6 +95,7 @@ pub async fn plan(
     options: RestoreOptions,
 ) -> Result<RestorePlan, RestoreError> {
     let usage = RestoreError::Usage;
+    let manifest = pick_database(manifest, options.database.as_deref())?;
     if !matches!(manifest.kind, BackupKind::Dump | BackupKind::Export) {
         return Err(RestoreError::UnsupportedKind {
             id: manifest.id.clone(),
@@ -115,7 +119,7 @@ pub async fn plan(
     } else {
         Vec::new()
     };
-    let target = Target::resolve(&options.target, None)
+    let target = target_of(&options)
         .map_err(|e| usage(format!("--target: {}", crate::error::report(&e))))?;
     for o in &manifest.objects {
         stage::decoding(repo, &manifest, o)?;
@@ -176,6 +180,7 @@ pub async fn plan(
         .clone()
         .unwrap_or_else(std::env::temp_dir);
 
+    let mut owner = None;
     let content = if export {
         Content::Export(Box::new(
             plan_export::plan_export(
@@ -194,6 +199,9 @@ pub async fn plan(
             .cloned()
             .expect("a consistent dump manifest has a dump object");
         let listing = dump::read_toc(repo, &manifest, &object, &tool).await?;
+        if matches!(action, Action::Create) && !options.no_owner {
+            owner = giveable_owner(&server, &listing, &manifest.database).await?;
+        }
         let tables = select::archived_tables(&toc::parse(&listing))
             .into_iter()
             .map(|t| t.name)
@@ -236,7 +244,82 @@ pub async fn plan(
         jobs: options.jobs.max(1),
         no_owner: options.no_owner,
         staging_dir,
+        owner,
     })
+}
+
+/// The owner a database created for a dump gets: the archive's `DATABASE` entry's, as
+/// `pg_restore --create` would give it, when the role exists on the target's server and the
+/// restoring role may give it a database; else (with a warning) the restoring role keeps it.
+async fn giveable_owner(
+    server: &Server,
+    listing: &str,
+    database: &str,
+) -> Result<Option<String>, RestoreError> {
+    let Some(owner) = toc::database_owner(listing, database) else {
+        return Ok(None);
+    };
+    if target::privileges(server, Some(&owner))
+        .await?
+        .may_give_to_owner
+    {
+        return Ok(Some(owner));
+    }
+    tracing::warn!(owner = %owner, role = %server.admin.user(),
+        "the source database's owner does not exist on the target server, or the restoring role may not give it a database: the new database is owned by the restoring role");
+    Ok(None)
+}
+
+/// The target database: `--target`'s, or for a database of a cluster backup the database's
+/// own name on the server `--target` names when it names no database.
+fn target_of(options: &RestoreOptions) -> Result<Target, crate::pg::PgError> {
+    let mut info = crate::pg::ConnInfo::parse(&options.target)?;
+    if let Some(database) = &options.database
+        && info.get("dbname").is_none()
+    {
+        info.set("dbname", database.clone());
+    }
+    Target::from_conninfo(&info, None)
+}
+
+/// What is restored of `manifest`: a cluster backup's database `database` (as the dump backup
+/// of it alone), or the backup itself.
+///
+/// # Errors
+/// A usage error when a cluster backup is restored without `--database`, names a database it
+/// does not hold, or `--database` names another database than a single-database backup's.
+pub fn pick_database(manifest: Manifest, database: Option<&str>) -> Result<Manifest, RestoreError> {
+    let names = || {
+        manifest
+            .database_names()
+            .iter()
+            .map(|n| format!("'{}'", crate::human::name(n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (manifest.kind == BackupKind::Cluster, database) {
+        (true, None) => Err(RestoreError::Usage(format!(
+            "backup {} holds {} databases of a server ({}): name the one to restore with --database (to restore them all onto a new server, see docs/OPERATIONS.md)",
+            manifest.id,
+            manifest.databases.len(),
+            names()
+        ))),
+        (true, Some(name)) => manifest.database_backup(name).ok_or_else(|| {
+            RestoreError::Usage(format!(
+                "backup {} holds no database '{}'; it holds {}",
+                manifest.id,
+                crate::human::name(name),
+                names()
+            ))
+        }),
+        (false, Some(name)) if name != manifest.database => Err(RestoreError::Usage(format!(
+            "--database picks a database of a cluster backup; backup {} is a {} backup of database '{}' alone",
+            manifest.id,
+            manifest.kind,
+            crate::human::name(&manifest.database)
+        ))),
+        (false, _) => Ok(manifest),
+    }
 }
 
 /// Refuses, before anything is touched, a restore the role could not finish: building beside

@@ -166,17 +166,26 @@ pub(super) async fn create(
     Ok(())
 }
 
-/// Gives the built database the target's own properties (or, for a new target, clears the
-/// in-progress mark): owner, privileges, settings, connection limit, comment, template and
+/// Gives the built database the target's own properties (or, for a new target, `owner` when
+/// given and clears the in-progress mark): owner, privileges, settings, connection limit, comment, template and
 /// connection flags. Done after the data is in and before the swap, so a failure here still
 /// leaves the target untouched.
 pub(super) async fn finish(
     server: &Server,
     name: &str,
     like: Option<&DbProperties>,
+    owner: Option<&str>,
 ) -> Result<(), RestoreError> {
     let db = quote_ident(name);
     let Some(p) = like else {
+        if let Some(owner) = owner {
+            server
+                .exec(
+                    "giving the new database its source's owner",
+                    &format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(owner)),
+                )
+                .await?;
+        }
         return server
             .exec(
                 "clearing the in-progress mark",

@@ -49,6 +49,24 @@ pub(super) fn toc_entry(line: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// The owner in the archive's `DATABASE - <name> <owner>` entry (pg_dump 11+ writes it), for
+/// the database `name` the archive was dumped from.
+pub(super) fn database_owner(listing: &str, name: &str) -> Option<String> {
+    listing.lines().find_map(|line| {
+        let (_, after) = line.split_once("; ")?;
+        let mut parts = after.splitn(3, ' ');
+        parts.next()?;
+        parts.next()?;
+        let rest = parts.next()?.strip_prefix("DATABASE - ")?;
+        let owner = match rest.strip_prefix(name).and_then(|r| r.strip_prefix(' ')) {
+            Some(owner) => owner,
+            // A name pg_restore printed otherwise (a newline in it): the owner is the last word.
+            None => rest.rsplit(' ').next()?,
+        };
+        (!owner.is_empty() && !line.starts_with(';')).then(|| owner.to_string())
+    })
+}
+
 /// Entries that belong to a table (or a view) and go with it: what a selective restore
 /// leaves out silently with a table it does not restore.
 pub(super) const TABLE_BOUND: &[&str] = &[
@@ -261,6 +279,28 @@ pub(super) fn early(
     let mut out: Vec<Early> = candidates.into_values().collect();
     out.sort_by_key(|e| order.get(&e.id).copied().unwrap_or(usize::MAX));
     out
+}
+
+#[cfg(test)]
+mod owner_tests {
+    use super::database_owner;
+
+    #[test]
+    fn the_database_entry_names_the_owner() {
+        let listing = ";\n; Archive created at 2026-12-02\n;\n\
+            3366; 1262 16384 DATABASE - Odd \"Name\" x cluster owner\n\
+            3367; 0 0 DATABASE PROPERTIES - Odd \"Name\" x cluster owner\n\
+            215; 1259 16386 TABLE public notes cluster_owner\n";
+        assert_eq!(
+            database_owner(listing, "Odd \"Name\" x").as_deref(),
+            Some("cluster owner")
+        );
+        assert_eq!(database_owner(listing, "other").as_deref(), Some("owner"));
+        assert_eq!(
+            database_owner("215; 1259 16386 TABLE public t u\n", "app"),
+            None
+        );
+    }
 }
 
 #[cfg(test)]

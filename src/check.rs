@@ -126,6 +126,9 @@ pub async fn run(config: &Config) -> Report {
                 server.version
             ),
         );
+        if let Some(cluster) = &job.cluster {
+            report_databases(&mut report, &subject, &client, &target, cluster).await;
+        }
         match read_access(&client).await {
             Ok(Access::Everything(why)) => {
                 report.push(true, &subject, format!("may read every table ({why})"));
@@ -268,4 +271,72 @@ async fn read_access(client: &Client) -> Result<Access, PgError> {
         count: rows.len(),
         first: rows.iter().take(SHOWN_TABLES).map(|r| r.get(0)).collect(),
     })
+}
+
+/// A cluster job: which databases a run would back up now, and whether the job's role may
+/// connect to each.
+async fn report_databases(
+    report: &mut Report,
+    subject: &str,
+    client: &tokio_postgres::Client,
+    target: &Target,
+    cluster: &crate::config::ClusterSettings,
+) {
+    let names = match crate::source::cluster::databases(client, target, cluster).await {
+        Ok(names) => names,
+        Err(e) => {
+            report.push(false, subject, crate::error::report(&e));
+            return;
+        }
+    };
+    if names.is_empty() {
+        report.push(
+            false,
+            subject,
+            "no database of the server matches `databases`: a run would fail".to_string(),
+        );
+        return;
+    }
+    let shown: Vec<String> = names.iter().map(|n| crate::human::name(n)).collect();
+    report.push(
+        true,
+        subject,
+        format!(
+            "would back up {} databases: {}",
+            names.len(),
+            shown.join(", ")
+        ),
+    );
+    let refused = client
+        .query(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datname = ANY($1) \
+             AND NOT has_database_privilege(datname, 'CONNECT') ORDER BY datname COLLATE \"C\"",
+            &[&names],
+        )
+        .await;
+    match refused {
+        Ok(rows) if rows.is_empty() => {}
+        Ok(rows) => {
+            let refused: Vec<String> = rows
+                .iter()
+                .map(|r| crate::human::name(&r.get::<_, String>(0)))
+                .collect();
+            report.push(
+                false,
+                subject,
+                format!(
+                    "may not connect to {}: grant CONNECT on them, or leave them out with exclude_databases",
+                    refused.join(", ")
+                ),
+            );
+        }
+        Err(e) => report.push(
+            false,
+            subject,
+            format!(
+                "cannot check database access: {}",
+                crate::pg::describe_error(&e)
+            ),
+        ),
+    }
 }

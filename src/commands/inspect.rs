@@ -62,9 +62,14 @@ pub async fn list(
     for row in &rows {
         match row {
             Row::Intact(m, problems, drilled) => {
+                let databases = match m.databases.len() {
+                    0 => String::new(),
+                    1 => "  1 database".to_string(),
+                    n => format!("  {n} databases"),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<22} {:<16} {:<7} {:<20} {:>8.1}s {:>10}{}",
+                    "{:<22} {:<16} {:<7} {:<20} {:>8.1}s {:>10}{databases}{}",
                     m.id,
                     m.job,
                     m.kind,
@@ -122,6 +127,7 @@ impl Row {
                 "finished_at": m.finished_at,
                 "bytes": m.stored_bytes(),
                 "database": m.database,
+                "databases": m.database_names(),
                 "server_version": m.server_version,
                 "objects": m.objects.len(),
                 "damaged": !problems.is_empty(),
@@ -206,6 +212,19 @@ pub async fn show(
         ),
     };
     let _ = writeln!(out, "last drill:      {drill}");
+    if !m.databases.is_empty() {
+        let _ = writeln!(out, "databases:");
+        for d in &m.databases {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>6} tables {:>12} rows  in {}",
+                human::name(&d.name),
+                d.tables.len(),
+                d.tables.iter().map(|t| t.rows).sum::<u64>(),
+                d.object
+            );
+        }
+    }
     let _ = writeln!(out, "stored size:     {}", human::bytes(m.stored_bytes()));
     let _ = writeln!(out, "objects:");
     for o in &m.objects {

@@ -98,7 +98,13 @@ pub async fn drill(
         options.pg_bin_dir = job_pg_bin_dir(config, &manifest);
     }
     let started_at = chrono::Utc::now();
-    let drilled = crate::drill::drill(&repo, &manifest, &options, cancel).await;
+    // The job's `timeout` bounds a drill from the command line as it bounds the daemon's.
+    let limit = config
+        .jobs
+        .get(&manifest.job)
+        .map_or(crate::config::DEFAULT_TIMEOUT, |j| j.timeout);
+    let (drill_cancel, _timer) = cancel.with_timeout(limit);
+    let drilled = crate::drill::drill(&repo, &manifest, &options, &drill_cancel).await;
     crate::drill::record(config, &manifest, &options, started_at, &drilled).await;
     Ok(drilled?)
 }

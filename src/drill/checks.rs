@@ -38,6 +38,26 @@ pub struct Checked {
     pub no_counts: bool,
 }
 
+impl Checked {
+    /// Adds one database's checks to these; for a cluster backup `database` names it in each
+    /// of its differences.
+    pub fn absorb(&mut self, other: Checked, database: Option<&str>) {
+        self.tables += other.tables;
+        self.rows += other.rows;
+        self.digests += other.digests;
+        self.sequences += other.sequences;
+        self.no_counts |= other.no_counts;
+        self.failures
+            .extend(other.failures.into_iter().map(|f| match database {
+                Some(db) => Failure {
+                    relation: format!("database '{}': {}", crate::human::name(db), f.relation),
+                    difference: f.difference,
+                },
+                None => f,
+            }));
+    }
+}
+
 /// What the backup says a table holds.
 struct Expected {
     rows: u64,

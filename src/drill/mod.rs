@@ -147,30 +147,18 @@ pub async fn drill(
     }
     let server = scratch::Server::connect(admin.clone()).await?;
     let swept = server.sweep().await?;
-    let database = scratch::name(&manifest.job);
-    server
-        .create(&database, &manifest.job, &manifest.id)
-        .await?;
-    tracing::info!(backup = %manifest.id, job = %manifest.job, database = %database,
-        "drilling: restoring into a scratch database");
-    info.set("dbname", database.as_str());
-
-    let outcome = tokio::select! {
-        done = restore_and_check(repo, manifest, options, &info, cancel) => done,
-        interrupted = cancel.cancelled() => Err(interrupted.into()),
-    };
-    let dropped = server.drop(&database).await;
-    let checked = match (outcome, dropped) {
-        (Ok(checked), Ok(())) => checked,
-        (Ok(_), Err(source)) => return Err(DrillError::Cleanup { database, source }),
-        (Err(e), dropped) => {
-            if let Err(d) = dropped {
-                tracing::error!(database = %database, error = %crate::error::report(&d),
-                    "the failed drill's scratch database could not be dropped (the next drill drops it)");
-            }
-            return Err(e);
-        }
-    };
+    // A cluster backup is drilled database by database, each in a scratch database of its
+    // own; the differences of all of them are named together.
+    let parts = manifest.database_backups();
+    let cluster = manifest.kind == crate::manifest::BackupKind::Cluster;
+    let mut checked = checks::Checked::default();
+    let mut scratch_names = Vec::new();
+    for part in &parts {
+        let (one, database) = drill_database(&server, repo, part, options, &info, cancel).await?;
+        checked.absorb(one, cluster.then_some(part.database.as_str()));
+        scratch_names.push(database);
+    }
+    let database = scratch_names.join(", ");
     if !checked.failures.is_empty() {
         return Err(DrillError::Failed {
             backup: manifest.id.clone(),
@@ -202,6 +190,43 @@ pub async fn drill(
         swept,
         no_counts: checked.no_counts,
     })
+}
+
+/// One database's drill: a scratch database made on `server`, `manifest` (a dump or export
+/// backup of one database) restored into it and checked, and the scratch database dropped
+/// whatever happened. Returns the checks and the scratch database's name.
+async fn drill_database(
+    server: &scratch::Server,
+    repo: &Repository,
+    manifest: &Manifest,
+    options: &DrillOptions,
+    info: &ConnInfo,
+    cancel: &Cancel,
+) -> Result<(checks::Checked, String), DrillError> {
+    let database = scratch::name(&manifest.job);
+    server
+        .create(&database, &manifest.job, &manifest.id)
+        .await?;
+    tracing::info!(backup = %manifest.id, job = %manifest.job, database = %database,
+        source_database = %manifest.database, "drilling: restoring into a scratch database");
+    let mut info = info.clone();
+    info.set("dbname", database.as_str());
+    let outcome = tokio::select! {
+        done = restore_and_check(repo, manifest, options, &info, cancel) => done,
+        interrupted = cancel.cancelled() => Err(interrupted.into()),
+    };
+    let dropped = server.drop(&database).await;
+    match (outcome, dropped) {
+        (Ok(checked), Ok(())) => Ok((checked, database)),
+        (Ok(_), Err(source)) => Err(DrillError::Cleanup { database, source }),
+        (Err(e), dropped) => {
+            if let Err(d) = dropped {
+                tracing::error!(database = %database, error = %crate::error::report(&d),
+                    "the failed drill's scratch database could not be dropped (the next drill drops it)");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Records a drill's outcome in the catalog (when one is configured; never fails).
@@ -279,6 +304,7 @@ async fn restore_and_check(
         pg_bin_dir: options.pg_bin_dir.clone(),
         tables: Vec::new(),
         allow_drift: false,
+        database: None,
     };
     let plan = restore::plan(repo, manifest.clone(), restore_options).await?;
     restore::apply(repo, plan, cancel).await?;

@@ -4,6 +4,7 @@ mod catalog;
 mod catalog_outcomes;
 mod catalog_plans;
 mod check;
+mod cluster;
 mod config;
 mod daemon;
 pub mod damage;

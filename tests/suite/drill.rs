@@ -405,3 +405,45 @@ async fn damaged_objects_fail_the_drill_naming_them() {
     std::fs::write(dir.join(&actor), &pristine).unwrap();
     drill(c, &p, &[]).await.expect_code(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_from_the_command_line_stops_at_the_jobs_timeout_and_drops_its_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = cluster();
+    let name = "drill_timeout";
+    let db = c.pagila_db(name).await;
+    // A pg_restore that hangs (its --version answers, so pgkeep takes it): the drill would
+    // wait on it for ever but for the job's timeout.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["pg_dump", "pg_dumpall", "psql"] {
+        std::os::unix::fs::symlink(c.bin_dir().join(tool), bin.path().join(tool)).unwrap();
+    }
+    let script = bin.path().join("pg_restore");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then exec '{}/pg_restore' --version; fi\nexec sleep 600\n",
+            c.bin_dir().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = |store: &Path, timeout: &str| {
+        Toml::local(store)
+            .job(name, "dump", &c.url(&db))
+            .set("globals", false)
+            .set("pg_bin_dir", bin.path().to_str().unwrap())
+            .set("timeout", timeout)
+    };
+    let p = Pgkeep::configured(|store| config(store, "10m"));
+    let id = p.backup_ok().await;
+    p.write_config(&config(&p.store_dir(), "3s").render());
+
+    let started = std::time::Instant::now();
+    let r = drill(c, &p, &[]).await;
+    let line = r.expect_code(1).error_line();
+    assert!(line.contains("stopped after its timeout of 3s"), "{line}");
+    assert!(started.elapsed() < std::time::Duration::from_mins(2));
+    assert_eq!(scratch_databases(c, name).await, Vec::<String>::new());
+    assert!(!backup_dir(&p, name, &id).join("drill.json").exists());
+}

@@ -279,7 +279,21 @@ impl Cluster {
         }
     }
 
-    /// Drops a database, terminating its sessions.
+    /// Whether the database `name` exists.
+    pub async fn database_exists(&self, name: &str) -> bool {
+        let out = self
+            .psql_sql(
+                "postgres",
+                &format!(
+                    "\\pset tuples_only on\nSELECT count(*) FROM pg_database WHERE datname = {}",
+                    quote_literal(name)
+                ),
+            )
+            .await;
+        out.trim() == "1"
+    }
+
+        /// Drops a database, terminating its sessions.
     pub async fn drop_db(&self, db: &str) {
         self.psql_sql(
             "postgres",

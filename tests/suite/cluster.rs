@@ -59,19 +59,6 @@ async fn populate(src: &Cluster) -> Vec<String> {
     names
 }
 
-async fn database_exists(c: &Cluster, name: &str) -> bool {
-    let out = c
-        .psql_sql(
-            "postgres",
-            &format!(
-                "\\pset tuples_only on\nSELECT count(*) FROM pg_database WHERE datname = {}",
-                pg::quote_literal(name)
-            ),
-        )
-        .await;
-    out.trim() == "1"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_is_backed_up_in_one_backup_and_every_database_restores_identically() {
     let src = Cluster::start_with(&[]).expect("source server");
@@ -135,7 +122,7 @@ async fn a_server_is_backed_up_in_one_backup_and_every_database_restores_identic
         .await;
     let line = r.expect_code(2).error_line();
     assert!(line.contains("holds no database 'nope'"), "{line}");
-    assert!(!database_exists(&new, "nope").await);
+    assert!(!new.database_exists("nope").await);
 
     p.run(&["verify", &id]).await.expect_code(0);
 

@@ -43,19 +43,6 @@ fn assert_made_by_18(m: &serde_json::Value) {
     assert!(pg_dump.starts_with("18."), "pg_dump_version {pg_dump}");
 }
 
-async fn database_exists(c: &Cluster, name: &str) -> bool {
-    let out = c
-        .psql_sql(
-            "postgres",
-            &format!(
-                "\\pset tuples_only on\nSELECT count(*) FROM pg_database WHERE datname = {}",
-                quote_literal(name)
-            ),
-        )
-        .await;
-    out.trim() == "1"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagila_dump_round_trip_on_postgresql_18() {
     let Some((c, bin)) = pg18() else { return };
@@ -227,7 +214,7 @@ async fn an_archive_of_pg_dump_18_is_not_given_to_an_older_pg_restore() {
             && line.contains("PATH"),
         "{line}"
     );
-    assert!(!database_exists(c, &target).await);
+    assert!(!c.database_exists(&target).await);
 
     // verify cannot check the archive either: not called damage, and exit 1.
     let run = p.run(&["verify", &id]).await.expect_code(1);
@@ -259,7 +246,7 @@ async fn an_archive_of_pg_dump_18_is_not_given_to_an_older_pg_restore() {
     p.run(&["restore", &id, "--target", &c.url(&restored), "--create"])
         .await
         .expect_code(0);
-    assert!(database_exists(c, &restored).await);
+    assert!(c.database_exists(&restored).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ pub mod drill;
 pub mod error;
 pub mod human;
 pub mod lock;
+pub mod malloc;
 pub mod manifest;
 pub mod marker;
 pub mod migrate;

@@ -14,6 +14,7 @@ use pgkeep::error::{Cancel, Stop, report_anyhow};
 use pgkeep::restore::{RestoreOptions, RolesOptions, SchemaFrom};
 
 fn main() -> ExitCode {
+    pgkeep::malloc::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -40,7 +40,7 @@ pub(super) async fn put(
     // multipart upload, and a longer one has its first part sent while the second is read.
     let first_size = part_size(store.part_size, 1);
     let permit = buffer_permit(store).await;
-    let mut first = read_part(&mut body, first_size + 1, Bytes::new(), None)
+    let mut first = read_part(&mut body, first_size + 1, Bytes::new())
         .await
         .map_err(source_error)?;
     if first.len() as u64 <= first_size {
@@ -80,7 +80,6 @@ pub(super) async fn put(
         id: &upload_id,
         tasks: JoinSet::new(),
         done: Vec::new(),
-        spare: None,
     };
     let result = match upload.send_parts(first, permit, carry, &mut body).await {
         Ok(total) => upload.complete(total).await.map(|()| total),
@@ -118,28 +117,28 @@ fn part_size(first: u64, number: i32) -> u64 {
         .min(super::MAX_PART_SIZE)
 }
 
-/// Reads until `size` bytes, `prefix` first, are buffered or the body ends; into `reuse` when
-/// it is given (the buffer of a part already uploaded).
-async fn read_part(
-    body: &mut ByteReader,
-    size: u64,
-    prefix: Bytes,
-    reuse: Option<Vec<u8>>,
-) -> io::Result<Bytes> {
-    let mut buf = reuse.unwrap_or_default();
-    buf.resize(size as usize, 0);
-    buf[..prefix.len()].copy_from_slice(&prefix);
-    let mut filled = prefix.len();
-    while filled < buf.len() {
-        match body.read(&mut buf[filled..]).await {
+/// Reads until `size` bytes, `prefix` first, are buffered or the body ends.
+///
+/// The buffer is new and filled as the body arrives, never zeroed first: its pages are only
+/// touched as data lands in them, so a part being filled holds what was read so far, a small
+/// object costs its size rather than a part's, and a sent part's buffer goes back to the
+/// system (with the mmap threshold `crate::malloc` fixes) instead of waiting, whole, for the
+/// next part.
+async fn read_part(body: &mut ByteReader, size: u64, prefix: Bytes) -> io::Result<Bytes> {
+    let size = size as usize;
+    let mut buf = Vec::with_capacity(size.max(prefix.len()));
+    buf.extend_from_slice(&prefix);
+    drop(prefix);
+    while buf.len() < size {
+        let mut rest = (&mut *body).take((size - buf.len()) as u64);
+        match rest.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    if filled < buf.capacity() / 2 {
+    if buf.len() < buf.capacity() / 2 {
         buf.shrink_to_fit();
     }
     Ok(Bytes::from(buf))
@@ -169,10 +168,8 @@ async fn put_single(store: &S3Store, full: &str, data: Bytes) -> Result<u64, Sto
     Ok(len)
 }
 
-/// A part's outcome: the part, and its buffer (with its permit) once nothing else holds it.
-type PartResult = Result<(CompletedPart, Option<Spare>), StoreError>;
-/// A buffer free to be filled again, still counted against `S3Store::part_buffers`.
-type Spare = (Vec<u8>, OwnedSemaphorePermit);
+/// A part's outcome.
+type PartResult = Result<CompletedPart, StoreError>;
 
 /// One multipart upload in progress.
 struct Upload<'a> {
@@ -182,10 +179,6 @@ struct Upload<'a> {
     id: &'a str,
     tasks: JoinSet<PartResult>,
     done: Vec<CompletedPart>,
-    /// An uploaded part's buffer, filled again with the next part. Reusing buffers instead of
-    /// allocating one per part keeps the allocator from holding on to freed parts, so memory
-    /// stays the same however many parts an object has.
-    spare: Option<Spare>,
 }
 
 impl Upload<'_> {
@@ -217,13 +210,11 @@ impl Upload<'_> {
             if !full_part {
                 break; // a short part is the last one
             }
-            let (reuse, next_permit) = self.next_buffer().await?;
-            permit = next_permit;
+            permit = self.next_permit().await?;
             let next = read_part(
                 body,
                 part_size(self.store.part_size, number + 1),
                 std::mem::take(&mut carry),
-                reuse,
             )
             .await
             .map_err(|source| StoreError::Source {
@@ -254,33 +245,29 @@ impl Upload<'_> {
         Ok(total)
     }
 
-    /// A buffer (when one can be reused) and its permit for the next part. Parts that finished
-    /// are collected meanwhile: their results hold permits, and waiting for a permit without
-    /// collecting them could wait forever.
-    async fn next_buffer(&mut self) -> Result<(Option<Vec<u8>>, OwnedSemaphorePermit), StoreError> {
+    /// The permit for the next part's buffer. Parts that finish meanwhile are collected, so a
+    /// failed one stops the upload without waiting for a permit first.
+    async fn next_permit(&mut self) -> Result<OwnedSemaphorePermit, StoreError> {
         let store = self.store;
         loop {
-            if let Some((buffer, permit)) = self.spare.take() {
-                return Ok((Some(buffer), permit));
-            }
             if self.tasks.is_empty() {
-                return Ok((None, buffer_permit(store).await));
+                return Ok(buffer_permit(store).await);
             }
             tokio::select! {
-                permit = buffer_permit(store) => return Ok((None, permit)),
+                permit = buffer_permit(store) => return Ok(permit),
                 Some(joined) = self.tasks.join_next() => self.finished(joined)?,
             }
         }
     }
 
-    /// Uploads one part on its own task, which holds the part's buffer permit until it ends.
+    /// Uploads one part on its own task, which holds the part's buffer and its permit until it
+    /// ends.
     fn spawn_part(&mut self, number: i32, data: Bytes, permit: OwnedSemaphorePermit) {
         let store = self.store.clone();
         let full = self.full.to_string();
         let upload_id = self.id.to_string();
         self.tasks.spawn(async move {
             let len = data.len() as i64;
-            let buffer = data.clone();
             let timeout = store.timeouts.part;
             let output = store
                 .client
@@ -299,12 +286,11 @@ impl Upload<'_> {
                 .send()
                 .await
                 .map_err(|e| store.error_after("UploadPart", &full, timeout, e))?;
-            let part = CompletedPart::builder()
+            drop(permit);
+            Ok(CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(output.e_tag)
-                .build();
-            let spare = buffer.try_into_mut().ok().map(|b| (Vec::from(b), permit));
-            Ok((part, spare))
+                .build())
         });
     }
 
@@ -320,7 +306,7 @@ impl Upload<'_> {
         &mut self,
         joined: Result<PartResult, tokio::task::JoinError>,
     ) -> Result<(), StoreError> {
-        let (part, buffer) = joined.unwrap_or_else(|e| {
+        let part = joined.unwrap_or_else(|e| {
             Err(StoreError::S3 {
                 operation: "UploadPart",
                 location: self.store.location(self.full),
@@ -330,9 +316,6 @@ impl Upload<'_> {
             })
         })?;
         self.done.push(part);
-        if self.spare.is_none() {
-            self.spare = buffer;
-        }
         Ok(())
     }
 
@@ -345,6 +328,50 @@ impl Upload<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that hands out at most `step` bytes per read, as a network stream does.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let n = buf
+                .remaining()
+                .min(self.step)
+                .min(self.data.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_are_read_to_their_size_after_their_prefix_and_no_further() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut body: ByteReader = Box::pin(Trickle {
+            data: data.clone(),
+            at: 0,
+            step: 7_000,
+        });
+        let first = read_part(&mut body, 60_000, Bytes::from_static(b"ab"))
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 60_000);
+        assert_eq!(&first[..2], b"ab");
+        assert_eq!(&first[2..], &data[..59_998]);
+        let last = read_part(&mut body, 60_000, Bytes::new()).await.unwrap();
+        assert_eq!(&last[..], &data[59_998..], "a short part is the rest");
+        let after = read_part(&mut body, 60_000, Bytes::new()).await.unwrap();
+        assert!(after.is_empty());
+    }
 
     #[test]
     fn part_sizes_double_every_thousand_parts() {

@@ -69,7 +69,7 @@ fn parse(comment: &str) -> Option<Parsed> {
 
 /// When process `pid` started, from `/proc/<pid>/stat` (clock ticks after boot) and the boot
 /// time in `/proc/stat`; `None` when there is no such process or the files cannot be read.
-fn process_started(pid: u32) -> Option<DateTime<Utc>> {
+pub fn process_started(pid: u32) -> Option<DateTime<Utc>> {
     // USER_HZ, which /proc reports in, is 100 on every architecture Linux runs pgkeep on.
     const TICKS_PER_SECOND: i64 = 100;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -1,15 +1,18 @@
 //! Notifications about runs, the daemon's and `pgkeep backup`'s: a JSON POST to the job's
 //! `webhook_url` after every run, and
 //! healthchecks.io-style pings to its `ping_url` (`URL/start` when a run starts, `URL` on
-//! success, `URL/fail` on failure). Short timeouts; a failed notification is logged and never
-//! fails the backup. URLs often carry tokens, so logs show only their scheme and host.
+//! success, `URL/fail` on failure). Short timeouts; one that does not get through is sent
+//! again a few times (see `retry`), then logged: a notification never fails the backup. URLs
+//! often carry tokens, so logs show only their scheme and host.
+
+pub mod retry;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, USER_AGENT};
+use hyper::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use hyper::{Method, Request};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -18,8 +21,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use crate::config::Notifications;
+use retry::{RetryPolicy, Verdict};
 
-/// How long one notification may take, connection included.
+/// How long one attempt at a notification may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a run ended, for its notifications.
@@ -40,6 +44,7 @@ pub enum Outcome {
 pub struct Notifier {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     host: Arc<str>,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -49,8 +54,14 @@ impl std::fmt::Debug for Notifier {
 }
 
 impl Notifier {
-    /// An HTTP(S) client trusting the system's certificate authorities.
+    /// An HTTP(S) client trusting the system's certificate authorities, retrying as
+    /// `RetryPolicy::DEFAULT` says.
     pub fn new() -> Notifier {
+        Notifier::with_retry(RetryPolicy::DEFAULT)
+    }
+
+    /// The same with another retry policy.
+    pub fn with_retry(retry: RetryPolicy) -> Notifier {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(provider.clone())
@@ -70,6 +81,7 @@ impl Notifier {
         Notifier {
             client: Client::builder(TokioExecutor::new()).build(https),
             host: host.into(),
+            retry,
         }
     }
 
@@ -158,6 +170,9 @@ impl Notifier {
         .await;
     }
 
+    /// Sends one notification, attempting it again (as `self.retry` says) after a network
+    /// failure, a timeout, a 5xx or a 429; any other refusal is final. Never fails: the
+    /// outcome is logged.
     async fn send(
         &self,
         job: &str,
@@ -167,6 +182,57 @@ impl Notifier {
         content_type: Option<&str>,
     ) {
         let target = redact(url);
+        let body = Bytes::from(body.to_string());
+        let deadline = Instant::now() + self.retry.total;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let limit = TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+            let (verdict, retry_after, failure) = match self
+                .attempt(method.clone(), url, body.clone(), content_type, limit)
+                .await
+            {
+                Ok(Tried::Answered(status, retry_after)) => {
+                    let verdict = Verdict::of_status(status);
+                    if verdict == Verdict::Sent {
+                        tracing::debug!(job, target = %target, status = status.as_u16(), attempt, "notification sent");
+                        return;
+                    }
+                    let failure = format!("refused with status {}", status.as_u16());
+                    (verdict, retry_after, failure)
+                }
+                Ok(Tried::Failed(reason)) => (Verdict::Retry, None, reason),
+                Ok(Tried::TimedOut) => (
+                    Verdict::Retry,
+                    None,
+                    format!("timed out after {}", humantime::format_duration(limit)),
+                ),
+                Err(e) => {
+                    tracing::warn!(job, target = %target, error = %e, "notification URL is not usable");
+                    return;
+                }
+            };
+            let wait = self.retry.wait(attempt, retry_after);
+            // Another attempt only if it has a second or more of the total left after the wait.
+            let room = Instant::now() + wait + Duration::from_secs(1) <= deadline;
+            if verdict == Verdict::GiveUp || attempt >= self.retry.attempts || !room {
+                tracing::warn!(job, target = %target, attempt, error = %failure, "notification failed");
+                return;
+            }
+            tracing::info!(job, target = %target, attempt, wait_s = wait.as_secs_f64(), error = %failure, "notification failed: retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// One attempt, within `limit`; `Err` when the request cannot even be built.
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        limit: Duration,
+    ) -> Result<Tried, hyper::http::Error> {
         let mut request = Request::builder()
             .method(method)
             .uri(url)
@@ -174,36 +240,28 @@ impl Notifier {
         if let Some(ct) = content_type {
             request = request.header(CONTENT_TYPE, ct);
         }
-        let request = match request.body(Full::new(Bytes::from(body.to_string()))) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(job, target = %target, error = %e, "notification URL is not usable");
-                return;
-            }
-        };
+        let request = request.body(Full::new(body))?;
         let exchange = async {
             let response = self.client.request(request).await?;
             let status = response.status();
+            let retry_after = retry::retry_after(response.headers().get(RETRY_AFTER));
             // Read the (small) answer so the connection can be reused.
             let _ = response.into_body().collect().await;
-            Ok::<_, hyper_util::client::legacy::Error>(status)
+            Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
-        match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(Ok(status)) if status.is_success() => {
-                tracing::debug!(job, target = %target, status = status.as_u16(), "notification sent");
-            }
-            Ok(Ok(status)) => {
-                tracing::warn!(job, target = %target, status = status.as_u16(), "notification refused");
-            }
-            Ok(Err(e)) => {
-                let reason = error_chain(&e);
-                tracing::warn!(job, target = %target, error = %reason, "notification failed");
-            }
-            Err(_) => {
-                tracing::warn!(job, target = %target, timeout_s = TIMEOUT.as_secs(), "notification timed out");
-            }
-        }
+        Ok(match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok((status, retry_after))) => Tried::Answered(status, retry_after),
+            Ok(Err(e)) => Tried::Failed(error_chain(&e)),
+            Err(_) => Tried::TimedOut,
+        })
     }
+}
+
+/// How one attempt went.
+enum Tried {
+    Answered(hyper::StatusCode, Option<Duration>),
+    Failed(String),
+    TimedOut,
 }
 
 impl Default for Notifier {
@@ -250,27 +308,4 @@ fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ping_suffixes_go_before_the_query() {
-        assert_eq!(
-            with_suffix("https://hc-ping.com/abc", "/start"),
-            "https://hc-ping.com/abc/start"
-        );
-        assert_eq!(
-            with_suffix("https://hc.example/abc/?rid=1", "/fail"),
-            "https://hc.example/abc/fail?rid=1"
-        );
-    }
-
-    #[test]
-    fn logged_urls_keep_only_scheme_and_host() {
-        assert_eq!(
-            redact("https://user:tok@hooks.example.com:8443/services/T0/B1?x=1"),
-            "https://hooks.example.com:8443"
-        );
-        assert_eq!(redact("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
-    }
-}
+mod tests;

@@ -25,9 +25,21 @@ pub enum PruneError {
     Delete {
         job: String,
         id: String,
+        /// Backups this prune deleted before the failure.
+        deleted: usize,
         #[source]
         source: DeleteError,
     },
+}
+
+impl PruneError {
+    /// How many backups the failed prune deleted before it stopped.
+    pub fn deleted(&self) -> usize {
+        match self {
+            PruneError::List { .. } => 0,
+            PruneError::Delete { deleted, .. } => *deleted,
+        }
+    }
 }
 
 /// What a prune of one job decided and did.
@@ -168,6 +180,7 @@ pub async fn prune_job(
             .map_err(|source| PruneError::Delete {
                 job: job.name.clone(),
                 id: id.clone(),
+                deleted: report.deleted.len(),
                 source,
             })?;
         tracing::info!(job = %job.name, backup = %id, "pruned backup");
@@ -176,16 +189,18 @@ pub async fn prune_job(
     Ok(report)
 }
 
-/// Retention after a successful backup: prunes `job` if it has a policy and logs the outcome.
-/// A failure is only a warning: the backup itself is committed, and the next run retries.
+/// Retention after a successful backup: prunes `job` if it has a policy (`None` if not) and
+/// logs the outcome. A failure is only a warning: the backup itself is committed, and the next
+/// run retries; the caller counts it (the daemon's `pgkeep_prune_failures_total`).
 pub async fn after_backup(
     config: &Config,
     job: &Job,
     repo: &Repository,
     now: DateTime<Utc>,
-) -> Option<PruneReport> {
+) -> Option<Result<PruneReport, PruneError>> {
     job.retention.as_ref()?;
-    match prune_job(config, job, repo, now, false).await {
+    let result = prune_job(config, job, repo, now, false).await;
+    match &result {
         Ok(report) => {
             tracing::info!(
                 job = %job.name,
@@ -193,11 +208,10 @@ pub async fn after_backup(
                 kept = report.plan.kept().count(),
                 "retention applied"
             );
-            Some(report)
         }
         Err(e) => {
-            tracing::warn!(job = %job.name, error = %crate::error::report(&e), "retention failed after the backup (the backup is committed)");
-            None
+            tracing::warn!(job = %job.name, error = %crate::error::report(e), "retention failed after the backup (the backup is committed)");
         }
     }
+    Some(result)
 }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Why a triggered run did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,12 @@ pub struct Metrics {
     drill_max_age: GaugeVec,
     drill_successes: IntCounterVec,
     drill_failures: IntCounterVec,
+    prune_last_success: GaugeVec,
+    prune_last_failure: GaugeVec,
+    prune_successes: IntCounterVec,
+    prune_failures: IntCounterVec,
+    pruned: IntCounterVec,
+    started: Gauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
@@ -180,8 +188,49 @@ impl Metrics {
                 "Drills that failed: a check found a difference, or the restore failed.",
                 job,
             ),
+            prune_last_success: gauge(
+                &r,
+                "pgkeep_prune_last_success_timestamp_seconds",
+                "When retention last completed for the job (Unix time); 0 if it has not since the daemon started.",
+                job,
+            ),
+            prune_last_failure: gauge(
+                &r,
+                "pgkeep_prune_last_failure_timestamp_seconds",
+                "When retention last failed for the job (Unix time); 0 if it has not since the daemon started.",
+                job,
+            ),
+            prune_successes: counter(
+                &r,
+                "pgkeep_prune_success_total",
+                "Retention passes that completed (after a committed backup, for jobs with a policy).",
+                job,
+            ),
+            prune_failures: counter(
+                &r,
+                "pgkeep_prune_failures_total",
+                "Retention passes that failed: the backups could not be listed or one could not be deleted.",
+                job,
+            ),
+            pruned: counter(
+                &r,
+                "pgkeep_prune_deleted_total",
+                "Backups deleted by retention.",
+                job,
+            ),
+            started: {
+                let g = Gauge::new(
+                    "process_start_time_seconds",
+                    "When the daemon's process started (Unix time): a change is a restart.",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         };
+        let started = crate::marker::process_started(std::process::id()).unwrap_or_else(Utc::now);
+        m.started.set(seconds(started));
         for name in jobs {
             for g in [
                 &m.last_success,
@@ -191,6 +240,8 @@ impl Metrics {
                 &m.drill_last_success,
                 &m.drill_duration,
                 &m.drill_max_age,
+                &m.prune_last_success,
+                &m.prune_last_failure,
             ] {
                 g.with_label_values(&[name]);
             }
@@ -203,6 +254,9 @@ impl Metrics {
                 &m.retries,
                 &m.drill_successes,
                 &m.drill_failures,
+                &m.prune_successes,
+                &m.prune_failures,
+                &m.pruned,
             ] {
                 c.with_label_values(&[name]);
             }
@@ -304,6 +358,24 @@ impl Metrics {
             .set(duration.as_secs_f64());
     }
 
+    /// Retention completed for `job` at `at`, deleting `deleted` backups.
+    pub fn pruned(&self, job: &str, at: DateTime<Utc>, deleted: usize) {
+        self.prune_successes.with_label_values(&[job]).inc();
+        self.prune_last_success
+            .with_label_values(&[job])
+            .set(seconds(at));
+        self.pruned.with_label_values(&[job]).inc_by(deleted as u64);
+    }
+
+    /// Retention failed for `job` at `at`, after deleting `deleted` backups.
+    pub fn prune_failed(&self, job: &str, at: DateTime<Utc>, deleted: usize) {
+        self.prune_failures.with_label_values(&[job]).inc();
+        self.prune_last_failure
+            .with_label_values(&[job])
+            .set(seconds(at));
+        self.pruned.with_label_values(&[job]).inc_by(deleted as u64);
+    }
+
     /// The text exposition format (`text/plain; version=0.0.4`).
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -347,5 +419,40 @@ mod tests {
             )
         );
         assert!(text.contains("pgkeep_backup_bytes{job=\"nightly\"} 42"));
+    }
+
+    #[test]
+    fn retention_outcomes_and_the_start_time_are_exported() {
+        let m = Metrics::new(["nightly"]);
+        let text = m.render();
+        for line in [
+            "pgkeep_prune_failures_total{job=\"nightly\"} 0",
+            "pgkeep_prune_success_total{job=\"nightly\"} 0",
+            "pgkeep_prune_last_success_timestamp_seconds{job=\"nightly\"} 0",
+            "pgkeep_prune_last_failure_timestamp_seconds{job=\"nightly\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        let started = text
+            .lines()
+            .find_map(|l| l.strip_prefix("process_start_time_seconds "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .expect("process_start_time_seconds");
+        let now = seconds(Utc::now());
+        assert!(started > 0.0 && started <= now + 1.0, "{started} vs {now}");
+
+        let at = |s| DateTime::from_timestamp(s, 0).unwrap();
+        m.prune_failed("nightly", at(1_700_000_000), 1);
+        m.pruned("nightly", at(1_700_000_060), 2);
+        let text = m.render();
+        for line in [
+            "pgkeep_prune_failures_total{job=\"nightly\"} 1",
+            "pgkeep_prune_success_total{job=\"nightly\"} 1",
+            "pgkeep_prune_deleted_total{job=\"nightly\"} 3",
+            "pgkeep_prune_last_failure_timestamp_seconds{job=\"nightly\"} 1700000000",
+            "pgkeep_prune_last_success_timestamp_seconds{job=\"nightly\"} 1700000060",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
     }
 }

@@ -312,7 +312,11 @@ impl Runner {
                 })
             }
             Some(Some(Ok(m))) => {
-                crate::prune::after_backup(&s.config, job, &s.repo, Utc::now()).await;
+                match crate::prune::after_backup(&s.config, job, &s.repo, Utc::now()).await {
+                    Some(Ok(report)) => s.metrics.pruned(name, Utc::now(), report.deleted.len()),
+                    Some(Err(e)) => s.metrics.prune_failed(name, Utc::now(), e.deleted()),
+                    None => {}
+                }
                 Attempt::Done(Ran::Committed(m))
             }
             Some(Some(Err(e))) => failed(e, Some(id)),

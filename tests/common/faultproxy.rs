@@ -265,6 +265,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> Re
 
 fn error_response(status: u16, head_only: bool) -> Vec<u8> {
     let (code, reason) = match status {
+        403 => ("AccessDenied", "Forbidden"),
         500 => ("InternalError", "Internal Server Error"),
         503 => ("ServiceUnavailable", "Service Unavailable"),
         _ => ("InjectedFault", "Injected Fault"),

@@ -458,4 +458,5 @@ mod cleanup;
 mod drills;
 mod http;
 mod monitoring_files;
+mod retention;
 mod slots;

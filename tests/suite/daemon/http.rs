@@ -73,6 +73,16 @@ pub(super) type Captured = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// A tiny HTTP server answering 200 to everything and recording each request.
 pub(super) async fn capture_server() -> (u16, Captured) {
+    scripted_server(Arc::new(|_, _| Some(200))).await
+}
+
+/// How a scripted server answers a request, given its path and how many requests for that
+/// path came before it: a status, or `None` to close the connection without answering.
+type Script = Arc<dyn Fn(&str, usize) -> Option<u16> + Send + Sync>;
+
+/// A tiny HTTP server answering as `script` says and recording each request (those it does
+/// not answer included).
+async fn scripted_server(script: Script) -> (u16, Captured) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Captured = Arc::default();
@@ -80,6 +90,7 @@ pub(super) async fn capture_server() -> (u16, Captured) {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let seen = seen.clone();
+            let script = script.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -116,10 +127,19 @@ pub(super) async fn capture_server() -> (u16, Captured) {
                 let mut parts = head.split_whitespace();
                 let method = parts.next().unwrap_or("").to_string();
                 let path = parts.next().unwrap_or("").to_string();
-                seen.lock().unwrap().push((method, path, body));
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
+                let status = {
+                    let mut seen = seen.lock().unwrap();
+                    let before = seen.iter().filter(|(_, p, _)| *p == path).count();
+                    seen.push((method, path.clone(), body));
+                    script(&path, before)
+                };
+                let Some(status) = status else {
+                    return;
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
             });
         }
     });
@@ -246,4 +266,55 @@ async fn manual_backups_notify_like_scheduled_ones() {
         "{failed}"
     );
     assert!(seen[4].2.contains("does not exist"), "{}", bad.stderr);
+}
+
+/// A blip loses no notification: a `/start` ping whose connection drops and a webhook answered
+/// 503 are sent again and arrive; a ping answered 404 (a wrong URL) is sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_lost_to_a_blip_are_sent_again() {
+    let c = cluster();
+    let db = small_db("notify_retry").await;
+    let (port, seen) = scripted_server(Arc::new(|path, before| match (path, before) {
+        ("/ping/r/start", 0) => None,
+        ("/hook", 0) => Some(503),
+        ("/ping/r", _) => Some(404),
+        _ => Some(200),
+    }))
+    .await;
+    let p = Pgkeep::with_config("");
+    p.write_config(&format!(
+        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/r\"\n\n\
+         [jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n",
+        store_config(&p),
+        c.url(&db),
+    ));
+    let t0 = Instant::now();
+    let run = p.run(&["backup", "good"]).await.expect_code(0);
+    let took = t0.elapsed();
+    let id = run.last_line();
+    let seen = seen.lock().unwrap().clone();
+    let paths: Vec<(&str, &str)> = seen
+        .iter()
+        .map(|(m, path, _)| (m.as_str(), path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("GET", "/ping/r/start"),
+            ("GET", "/ping/r/start"),
+            ("POST", "/hook"),
+            ("POST", "/hook"),
+            ("POST", "/ping/r"),
+        ],
+        "{seen:?}\n{}",
+        run.stderr
+    );
+    let event: serde_json::Value = serde_json::from_str(&seen[3].2).unwrap();
+    assert_eq!(event["event"], "success");
+    assert_eq!(event["backup"], id.as_str());
+    // Two retries, 1 s after each failure: the run is delayed by seconds, not more.
+    eprintln!("pgkeep backup with two retried notifications took {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+    assert!(!run.stderr.contains("/ping/"), "{}", run.stderr);
 }

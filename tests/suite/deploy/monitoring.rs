@@ -36,7 +36,7 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
         return;
     };
     assert!(ok, "promtool check rules:\n{text}");
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 10 rules found"), "{text}");
     for file in TEST_FILES {
         let (ok, text) = promtool(&["test", "rules", file]).expect("promtool was found");
         assert!(ok, "promtool test rules {file}:\n{text}");
@@ -172,6 +172,8 @@ fn the_dashboard_is_well_formed() {
         "pgkeep_backup_failures_total",
         "pgkeep_drill_last_success_timestamp_seconds",
         "pgkeep_drill_failures_total",
+        "pgkeep_prune_failures_total",
+        "process_start_time_seconds",
     ] {
         assert!(
             used.contains(wanted),

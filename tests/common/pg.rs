@@ -293,7 +293,7 @@ impl Cluster {
         out.trim() == "1"
     }
 
-        /// Drops a database, terminating its sessions.
+    /// Drops a database, terminating its sessions.
     pub async fn drop_db(&self, db: &str) {
         self.psql_sql(
             "postgres",

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::common::cli::{Pgkeep, Run};
 use crate::common::config::Toml;
-use crate::common::pg::{Cluster, assert_same, pg18, quote_literal};
+use crate::common::pg::{Cluster, assert_same, pg18};
 
 /// PostgreSQL 15's programs, the only ones in this machine's Debian layout.
 const PG15_BIN: &str = "/usr/lib/postgresql/15/bin";

@@ -2,6 +2,7 @@
 //! and validated once, at load, into the values the rest of pgkeep uses.
 
 mod checks;
+mod cluster;
 mod de;
 mod job;
 mod load;

@@ -50,11 +50,12 @@ impl AsyncRead for FailingReader {
                 "the source died",
             )));
         }
-        let limit = buf.remaining().min(64 * 1024);
-        let mut limited = buf.take(limit);
+        // Through a buffer of its own, so the caller's may be uninitialized (an upload reads
+        // into the spare capacity of its part buffer).
+        let mut chunk = vec![0u8; buf.remaining().min(64 * 1024)];
+        let mut limited = ReadBuf::new(&mut chunk);
         let poll = Pin::new(&mut self.data).poll_read(cx, &mut limited);
-        let filled = limited.filled().len();
-        buf.advance(filled);
+        buf.put_slice(limited.filled());
         poll
     }
 }

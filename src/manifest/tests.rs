@@ -25,35 +25,18 @@ pub(crate) fn sample() -> Manifest {
             note: Some("disabled".into()),
         },
         objects: vec![
+            object("schema.pgdump.gz", ObjectRole::Schema, 'a'),
             ObjectEntry {
-                key: "schema.pgdump.gz".into(),
-                role: ObjectRole::Schema,
-                table: None,
-                rows: None,
-                digest: None,
-                columns: Vec::new(),
-                compression: ObjectCodec::Gzip,
-                encryption: None,
-                raw_bytes: 100,
-                stored_bytes: 50,
-                sha256: "a".repeat(64),
-            },
-            ObjectEntry {
-                key: "tables/00000-public.film.copy.gz".into(),
-                role: ObjectRole::Table,
                 table: Some("\"public\".\"film\"".into()),
                 rows: Some(1000),
-                digest: None,
                 columns: vec![Column {
                     name: "title".into(),
                     type_name: "text".into(),
                     generated: false,
                 }],
-                compression: ObjectCodec::Gzip,
-                encryption: None,
                 raw_bytes: 5000,
                 stored_bytes: 900,
-                sha256: "b".repeat(64),
+                ..object("tables/00000-public.film.copy.gz", ObjectRole::Table, 'b')
             },
         ],
         snapshot: Some("00000003-0000001B-1".into()),
@@ -71,6 +54,23 @@ pub(crate) fn sample() -> Manifest {
         databases: Vec::new(),
         encryption: None,
         checksum: None,
+    }
+}
+
+/// A gzip object of 100 raw, 50 stored bytes whose sha256 is `sha` repeated.
+fn object(key: &str, role: ObjectRole, sha: char) -> ObjectEntry {
+    ObjectEntry {
+        key: key.into(),
+        role,
+        table: None,
+        rows: None,
+        digest: None,
+        columns: Vec::new(),
+        compression: ObjectCodec::Gzip,
+        encryption: None,
+        raw_bytes: 100,
+        stored_bytes: 50,
+        sha256: sha.to_string().repeat(64),
     }
 }
 
@@ -212,21 +212,8 @@ fn cluster_sample() -> Manifest {
     m.snapshot = None;
     m.encoding = None;
     m.sequences = Vec::new();
-    let dump = |key: &str, sha: char| ObjectEntry {
-        key: key.into(),
-        role: ObjectRole::Dump,
-        table: None,
-        rows: None,
-        digest: None,
-        columns: Vec::new(),
-        compression: ObjectCodec::Gzip,
-        encryption: None,
-        raw_bytes: 100,
-        stored_bytes: 50,
-        sha256: sha.to_string().repeat(64),
-    };
-    let mut globals = dump("globals.sql.gz", 'c');
-    globals.role = ObjectRole::Globals;
+    let dump = |key: &str, sha: char| object(key, ObjectRole::Dump, sha);
+    let globals = object("globals.sql.gz", ObjectRole::Globals, 'c');
     m.objects = vec![
         dump("databases/0000-app.pgdump.gz", 'a'),
         dump("databases/0001-odd_one.pgdump.gz", 'b'),

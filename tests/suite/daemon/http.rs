@@ -71,6 +71,22 @@ async fn readyz_turns_unready_when_a_job_is_stale() {
 /// What the in-test HTTP server received: method, path, body.
 pub(super) type Captured = Arc<Mutex<Vec<(String, String, String)>>>;
 
+/// The `[notifications]` table sending webhooks to `/hook` and pings to `/ping/{ping}` of the
+/// local server on `port`.
+fn notifications(port: u16, ping: &str) -> String {
+    format!(
+        "\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\n\
+         ping_url = \"http://127.0.0.1:{port}/ping/{ping}\"\n\n"
+    )
+}
+
+/// The method and path of each request a server recorded, in order.
+fn requests(seen: &[(String, String, String)]) -> Vec<(&str, &str)> {
+    seen.iter()
+        .map(|(m, path, _)| (m.as_str(), path.as_str()))
+        .collect()
+}
+
 /// A tiny HTTP server answering 200 to everything and recording each request.
 pub(super) async fn capture_server() -> (u16, Captured) {
     scripted_server(Arc::new(|_, _| Some(200))).await
@@ -154,11 +170,11 @@ async fn webhook_and_ping_notifications_are_sent() {
     let (port, seen) = capture_server().await;
     let p = Pgkeep::with_config("");
     p.write_config(&format!(
-        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/global\"\n\n\
-         [jobs.good]\ndatabase = \"{}\"\nschedule = \"*/2 * * * * *\"\ncompression = \"gzip:1\"\n\n\
+        "{}{}[jobs.good]\ndatabase = \"{}\"\nschedule = \"*/2 * * * * *\"\ncompression = \"gzip:1\"\n\n\
          [jobs.bad]\ndatabase = \"{}\"\nschedule = \"*/2 * * * * *\"\n\
          [jobs.bad.notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/bad?rid=7\"\n",
         store_config(&p),
+        notifications(port, "global"),
         c.url(&db),
         c.url("no_such_database_to_notify_about")
     ));
@@ -225,22 +241,18 @@ async fn manual_backups_notify_like_scheduled_ones() {
     let (port, seen) = capture_server().await;
     let p = Pgkeep::with_config("");
     p.write_config(&format!(
-        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/m\"\n\n\
-         [jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n\n\
+        "{}{}[jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n\n\
          [jobs.bad]\ndatabase = \"{}\"\n",
         store_config(&p),
+        notifications(port, "m"),
         c.url(&db),
         c.url("no_such_database_to_notify_about")
     ));
     let id = p.run(&["backup", "good"]).await.expect_code(0).last_line();
     let bad = p.run(&["backup", "bad"]).await.expect_code(1);
     let seen = seen.lock().unwrap().clone();
-    let paths: Vec<(&str, &str)> = seen
-        .iter()
-        .map(|(m, path, _)| (m.as_str(), path.as_str()))
-        .collect();
     assert_eq!(
-        paths,
+        requests(&seen),
         vec![
             ("GET", "/ping/m/start"),
             ("POST", "/hook"),
@@ -283,9 +295,9 @@ async fn notifications_lost_to_a_blip_are_sent_again() {
     .await;
     let p = Pgkeep::with_config("");
     p.write_config(&format!(
-        "{}\n[notifications]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nping_url = \"http://127.0.0.1:{port}/ping/r\"\n\n\
-         [jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n",
+        "{}{}[jobs.good]\ndatabase = \"{}\"\ncompression = \"gzip:1\"\n",
         store_config(&p),
+        notifications(port, "r"),
         c.url(&db),
     ));
     let t0 = Instant::now();
@@ -293,12 +305,8 @@ async fn notifications_lost_to_a_blip_are_sent_again() {
     let took = t0.elapsed();
     let id = run.last_line();
     let seen = seen.lock().unwrap().clone();
-    let paths: Vec<(&str, &str)> = seen
-        .iter()
-        .map(|(m, path, _)| (m.as_str(), path.as_str()))
-        .collect();
     assert_eq!(
-        paths,
+        requests(&seen),
         vec![
             ("GET", "/ping/r/start"),
             ("GET", "/ping/r/start"),

@@ -28,7 +28,7 @@ use std::time::Duration;
 pub use apply::apply;
 pub use plan::{Action, Content, RestorePlan, plan};
 pub use properties::DbProperties;
-pub use roles::{RolesOptions, RolesReport, globals_sql, restore_roles};
+pub use roles::{RolesOptions, RolesPlan, RolesReport, globals_sql, plan_roles};
 pub use select::{LeftOutKey, Selection};
 
 use crate::pg::PgError;
@@ -109,6 +109,13 @@ pub enum RestoreError {
         "target database '{database}' is not empty (it has {examples}); refusing to replace it without --clean"
     )]
     TargetNotEmpty { database: String, examples: String },
+    #[error(
+        "target database '{database}' is one every server has; refusing to replace it with the backup's database '{backup_database}' without --clean (check --target's dbname)"
+    )]
+    MaintenanceTarget {
+        database: String,
+        backup_database: String,
+    },
     #[error("target database '{database}' does not exist; create it or pass --create")]
     MissingDatabase { database: String },
     #[error("{0}")]

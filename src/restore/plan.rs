@@ -148,6 +148,12 @@ pub async fn plan(
         }
         None if options.create => Action::Create,
         None => return Err(RestoreError::MissingDatabase { database: name }),
+        Some(_) if is_maintenance(&name) && name != manifest.database && !options.clean => {
+            return Err(RestoreError::MaintenanceTarget {
+                database: name,
+                backup_database: manifest.database.clone(),
+            });
+        }
         Some(properties) => {
             let examples = target::user_relations(&reading, 5).await?;
             match (examples.is_empty(), options.clean, options.in_place) {
@@ -180,28 +186,23 @@ pub async fn plan(
         .clone()
         .unwrap_or_else(std::env::temp_dir);
 
-    let mut owner = None;
-    let content = if export {
-        Content::Export(Box::new(
-            plan_export::plan_export(
-                repo,
-                &manifest,
-                &options,
-                tables,
-                tool.clone(),
-                &staging_dir,
-            )
-            .await?,
-        ))
+    let (content, listing) = if export {
+        let (plan, listing) = plan_export::plan_export(
+            repo,
+            &manifest,
+            &options,
+            tables,
+            tool.clone(),
+            &staging_dir,
+        )
+        .await?;
+        (Content::Export(Box::new(plan)), listing)
     } else {
         let object = manifest
             .object(&ObjectRole::Dump)
             .cloned()
             .expect("a consistent dump manifest has a dump object");
         let listing = dump::read_toc(repo, &manifest, &object, &tool).await?;
-        if matches!(action, Action::Create) && !options.no_owner {
-            owner = giveable_owner(&server, &listing, &manifest.database).await?;
-        }
         let tables = select::archived_tables(&toc::parse(&listing))
             .into_iter()
             .map(|t| t.name)
@@ -213,11 +214,17 @@ pub async fn plan(
                 .map_err(|e| usage(format!("backup {}: {e}", manifest.id)))?;
             Some(Box::new(chosen))
         };
-        Content::Dump {
+        let content = Content::Dump {
             object,
             tables,
             selection,
-        }
+        };
+        (content, listing)
+    };
+    let owner = if matches!(action, Action::Create) && !options.no_owner {
+        giveable_owner(&server, &listing, &manifest.database).await?
+    } else {
+        None
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string();
     let (build, old) = match &action {
@@ -248,7 +255,13 @@ pub async fn plan(
     })
 }
 
-/// The owner a database created for a dump gets: the archive's `DATABASE` entry's, as
+/// `postgres` and `template1`: there, and empty, on every server. Replacing one with another
+/// database is never what an empty target means, so it takes `--clean`.
+fn is_maintenance(name: &str) -> bool {
+    matches!(name, "postgres" | "template1")
+}
+
+/// The owner a database created by a restore gets: the archive's `DATABASE` entry's, as
 /// `pg_restore --create` would give it, when the role exists on the target's server and the
 /// restoring role may give it a database; else (with a warning) the restoring role keeps it.
 async fn giveable_owner(

@@ -101,7 +101,8 @@ pub(super) fn select_tables(
 }
 
 /// Stages the schema archive (every byte checked), reads its table of contents, checks it
-/// against the manifest and plans the load.
+/// against the manifest and plans the load. Returns the plan and the verbose table of
+/// contents (which, unlike the plain one, lists the `DATABASE` entry and its owner).
 pub(super) async fn plan_export(
     repo: &Repository,
     manifest: &Manifest,
@@ -109,7 +110,7 @@ pub(super) async fn plan_export(
     tables: Vec<ObjectEntry>,
     tool: Tool,
     staging_dir: &std::path::Path,
-) -> Result<ExportPlan, RestoreError> {
+) -> Result<(ExportPlan, String), RestoreError> {
     let object = manifest
         .object(&ObjectRole::Schema)
         .expect("a consistent export manifest has a schema object");
@@ -158,7 +159,7 @@ pub(super) async fn plan_export(
     } else {
         (BTreeSet::new(), Vec::new())
     };
-    Ok(ExportPlan {
+    let plan = ExportPlan {
         archive,
         schema_from: mode,
         migrations: options.migrations.clone(),
@@ -169,7 +170,9 @@ pub(super) async fn plan_export(
         keys_kept,
         foreign_keys_left_out,
         allow_drift: options.allow_drift,
-    })
+    };
+    let verbose = plan.archive.list(true, None).await?;
+    Ok((plan, verbose))
 }
 
 /// A selective restore with the captured schema recreates the foreign keys between restored

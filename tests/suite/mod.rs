@@ -23,6 +23,7 @@ mod packaging;
 mod pg18;
 mod progress;
 mod python_client;
+mod restore_create;
 mod restore_dry_run;
 mod restore_roles;
 mod restore_selective;

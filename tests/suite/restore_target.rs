@@ -235,6 +235,30 @@ async fn usage_errors_change_nothing_and_exit_2() {
     );
     assert_same(&before, &c.snapshot(&victim).await);
     assert_eq!(side_databases(c, &victim).await, Vec::<String>::new());
+
+    // `postgres` and `template1` are on every server, and often empty: a --target naming one
+    // by mistake is refused, not replaced as an empty target would be (planned only, as
+    // dry runs: the test cluster's own databases are never at stake).
+    for maintenance in ["postgres", "template1"] {
+        let target = c.url(maintenance);
+        let r = run(&p, &["restore", &id, "--target", &target, "--dry-run"])
+            .await
+            .expect_code(1);
+        assert!(
+            r.error_line().contains(&format!(
+                "target database '{maintenance}' is one every server has; refusing to replace it with the backup's database '{db}' without --clean"
+            )),
+            "{}",
+            r.stderr
+        );
+        let r = run(
+            &p,
+            &["restore", &id, "--target", &target, "--clean", "--dry-run"],
+        )
+        .await
+        .expect_code(0);
+        assert!(r.stdout.contains("nothing was changed"), "{}", r.stdout);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

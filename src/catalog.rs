@@ -76,6 +76,10 @@ pub fn migrations() -> Vec<Migration> {
             "0004_cluster_backups.sql",
             include_str!("../migrations/0004_cluster_backups.sql"),
         ),
+        (
+            "0005_role_restores.sql",
+            include_str!("../migrations/0005_role_restores.sql"),
+        ),
     ];
     FILES
         .iter()

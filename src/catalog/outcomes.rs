@@ -18,6 +18,8 @@ const LIMIT: std::time::Duration = std::time::Duration::from_mins(1);
 pub enum RestoreKind {
     Restore,
     Drill,
+    /// `restore --globals-only`: the backup's roles into the target's server.
+    Roles,
 }
 
 impl RestoreKind {
@@ -25,6 +27,7 @@ impl RestoreKind {
         match self {
             RestoreKind::Restore => "restore",
             RestoreKind::Drill => "drill",
+            RestoreKind::Roles => "roles",
         }
     }
 }

@@ -38,6 +38,9 @@ pub async fn restore(
     if options.pg_bin_dir.is_none() {
         options.pg_bin_dir = job_pg_bin_dir(config, &manifest);
     }
+    // The catalog records the backup as stored (a cluster backup whole), not the one
+    // database of it a restore plans with.
+    let stored = manifest.clone();
     let plan = tokio::select! {
         plan = restore::plan(&repo, manifest, options) => plan?,
         interrupted = cancel.cancelled() => return Err(interrupted.into()),
@@ -52,16 +55,12 @@ pub async fn restore(
         None => {}
     }
     tracing::info!(target = %plan.target.describe(), build = %plan.build, "restore planned");
-    let (manifest, target, started_at) = (
-        plan.manifest.clone(),
-        plan.target.describe(),
-        chrono::Utc::now(),
-    );
+    let (target, started_at) = (plan.target.describe(), chrono::Utc::now());
     let applied = restore::apply(&repo, plan, cancel).await;
     let error = applied.as_ref().err().map(|e| crate::error::report(e));
     crate::catalog::record_restore(
         config,
-        &manifest,
+        &stored,
         crate::catalog::RestoreKind::Restore,
         &target,
         started_at,
@@ -139,10 +138,11 @@ pub fn drill_summary(report: &crate::drill::DrillReport) -> String {
 }
 
 /// `pgkeep restore BACKUP --globals-only --target ...`: the backup's roles into the target's
-/// server (see `restore::restore_roles`). Returns what to print: a line per role and note.
+/// server (see `restore::plan_roles`), recorded in the catalog unless a dry run. Returns what
+/// to print: a line per role and note.
 ///
 /// # Errors
-/// As `resolve` and `restore::restore_roles`.
+/// As `resolve`, `restore::plan_roles` and `RolesPlan::apply`.
 pub async fn restore_roles(
     config: &Config,
     job: Option<&str>,
@@ -155,9 +155,30 @@ pub async fn restore_roles(
         .await?
         .reading_with(identities(config, identity)?);
     let manifest = resolve(config, &repo, job, backup).await?;
-    let report = tokio::select! {
-        report = restore::restore_roles(&repo, &manifest, options) => report?,
+    let plan = tokio::select! {
+        plan = restore::plan_roles(&repo, &manifest, options) => plan?,
         interrupted = cancel.cancelled() => return Err(interrupted.into()),
+    };
+    let report = if options.dry_run {
+        plan.report().clone()
+    } else {
+        let (target, started_at) = (plan.target.clone(), chrono::Utc::now());
+        let applied = tokio::select! {
+            applied = plan.apply() => applied,
+            interrupted = cancel.cancelled() => Err(restore::RestoreError::Interrupted(interrupted)),
+        };
+        let error = applied.as_ref().err().map(|e| crate::error::report(e));
+        crate::catalog::record_restore(
+            config,
+            &manifest,
+            crate::catalog::RestoreKind::Roles,
+            &target,
+            started_at,
+            None,
+            error.as_deref(),
+        )
+        .await;
+        applied?
     };
     let mut out = String::new();
     for line in &report.lines {

@@ -105,16 +105,67 @@ struct Step {
     shown: String,
 }
 
-/// Restores the backup's roles into the server of `options.target`.
+/// A roles restore decided against the target server, not yet applied: what
+/// [`RolesPlan::apply`] runs, in one transaction, on the session that read the roles.
+pub struct RolesPlan {
+    client: tokio_postgres::Client,
+    steps: Vec<Step>,
+    report: RolesReport,
+    /// The target server, as `user@host:port/dbname` (never a password).
+    pub target: String,
+}
+
+impl RolesPlan {
+    /// What the restore does (or, in a dry run, would do), role by role.
+    pub fn report(&self) -> &RolesReport {
+        &self.report
+    }
+
+    /// Applies every step in one transaction: all of them, or (on any failure) none.
+    ///
+    /// # Errors
+    /// The failed statement, or the server's error on commit; nothing is applied then.
+    pub async fn apply(mut self) -> Result<RolesReport, RestoreError> {
+        if self.steps.is_empty() {
+            return Ok(self.report);
+        }
+        let describe = self.target.clone();
+        let query = |what: &'static str| {
+            let d = describe.clone();
+            move |e| RestoreError::Pg(PgError::query(what, &d, e))
+        };
+        let tx = self
+            .client
+            .transaction()
+            .await
+            .map_err(query("starting the roles transaction"))?;
+        for step in &self.steps {
+            if let Err(e) = tx.batch_execute(&step.sql).await {
+                return Err(RestoreError::Step(format!(
+                    "restoring roles: `{}` failed: {}; nothing was applied",
+                    step.shown,
+                    crate::error::report(&crate::pg::DbError(e))
+                )));
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(query("committing the roles transaction"))?;
+        Ok(self.report)
+    }
+}
+
+/// Reads the backup's roles (the globals object verified) and decides each against the roles
+/// of the server of `options.target`; changes nothing (a dry run connects read-only).
 ///
 /// # Errors
-/// A usage error for a backup without globals or a bad conninfo; a failed statement (nothing
-/// is applied then); damage.
-pub async fn restore_roles(
+/// A usage error for a backup without globals or a bad conninfo; damage; the server's errors
+/// reading its roles.
+pub async fn plan_roles(
     repo: &Repository,
     manifest: &Manifest,
     options: &RolesOptions,
-) -> Result<RolesReport, RestoreError> {
+) -> Result<RolesPlan, RestoreError> {
     let sql = globals_sql(repo, manifest).await?;
     let statements = globals::parse(&sql).map_err(|e| RestoreError::Inconsistent {
         id: manifest.id.clone(),
@@ -127,19 +178,17 @@ pub async fn restore_roles(
     } else {
         target.clone()
     };
-    let mut client = session.connect().await?;
+    let client = session.connect().await?;
     let describe = target.describe();
-    let query = |what: &'static str| {
-        let d = describe.clone();
-        move |e| RestoreError::Pg(PgError::query(what, &d, e))
-    };
     let rows = client
         .query(
             "SELECT rolname::text, rolname = current_user FROM pg_roles",
             &[],
         )
         .await
-        .map_err(query("reading the target's roles"))?;
+        .map_err(|e| {
+            RestoreError::Pg(PgError::query("reading the target's roles", &describe, e))
+        })?;
     let existing: BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
     let me: Option<String> = rows.iter().find(|r| r.get(1)).map(|r| r.get(0));
     let (steps, report) = decide(
@@ -149,26 +198,12 @@ pub async fn restore_roles(
         options,
         manifest.globals.role_passwords,
     );
-    if options.dry_run || steps.is_empty() {
-        return Ok(report);
-    }
-    let tx = client
-        .transaction()
-        .await
-        .map_err(query("starting the roles transaction"))?;
-    for step in &steps {
-        if let Err(e) = tx.batch_execute(&step.sql).await {
-            return Err(RestoreError::Step(format!(
-                "restoring roles: `{}` failed: {}; nothing was applied",
-                step.shown,
-                crate::error::report(&crate::pg::DbError(e))
-            )));
-        }
-    }
-    tx.commit()
-        .await
-        .map_err(query("committing the roles transaction"))?;
-    Ok(report)
+    Ok(RolesPlan {
+        client,
+        steps: if options.dry_run { Vec::new() } else { steps },
+        report,
+        target: describe,
+    })
 }
 
 /// Decides every statement: what runs, and the report.

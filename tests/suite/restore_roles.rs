@@ -199,6 +199,12 @@ async fn a_failure_in_the_middle_applies_no_role() {
     .await;
     let db = c.create_db("rolesfail_src").await;
     let p = Pgkeep::local_dump(&c.url(&db));
+    let catalog = c.create_db("rolesfail_catalog").await;
+    let config = std::fs::read_to_string(p.config_path()).unwrap();
+    p.write_config(&format!(
+        "{config}\n[catalog]\ndatabase = \"{}\"\n",
+        c.url(&catalog)
+    ));
     let id = p.backup_ok().await;
     drop_roles(c, &[&member, &plain, &boss]).await;
 
@@ -252,6 +258,45 @@ async fn a_failure_in_the_middle_applies_no_role() {
         r.stdout
     );
     assert_eq!(role_facts(c, &boss).await, None);
+
+    // As a superuser it applies; the catalog holds both roles restores that ran (the failed
+    // one with its error), not the dry run.
+    run(
+        &p,
+        &[
+            "restore",
+            &id,
+            "--globals-only",
+            "--target",
+            &c.url("postgres"),
+        ],
+    )
+    .await
+    .expect_code(0);
+    assert!(role_facts(c, &boss).await.is_some());
+    let recorded = c
+        .connect(&catalog)
+        .await
+        .query(
+            "SELECT x.kind, x.status, x.target, coalesce(x.error, '') FROM pgkeep.restore_run x \
+             JOIN pgkeep.backup_run USING (run_id) WHERE backup_id = $1 ORDER BY restore_id",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let recorded: Vec<[String; 4]> = recorded
+        .iter()
+        .map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)])
+        .collect();
+    assert_eq!(recorded.len(), 2, "{recorded:?}");
+    assert_eq!(recorded[0][..2], ["roles", "failed"], "{recorded:?}");
+    assert!(
+        recorded[0][2].starts_with(&format!("{restorer}@")) && recorded[0][3].contains("superuser"),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded[1][..2], ["roles", "succeeded"], "{recorded:?}");
+    assert!(recorded[1][2].ends_with("/postgres"), "{recorded:?}");
+    drop_roles(c, &[&member, &plain, &boss]).await;
 
     // A backup without globals says so: a usage error.
     let p2 = Pgkeep::configured(|store| {

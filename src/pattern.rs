@@ -48,7 +48,8 @@ impl TablePattern {
                         "table pattern '{shown}': quote names that contain spaces"
                     ));
                 }
-                (false, c) => current.extend(c.to_lowercase().map(Token::Literal)),
+                // As the server folds unquoted identifiers: ASCII letters only.
+                (false, c) => current.push(Token::Literal(c.to_ascii_lowercase())),
             }
         }
         if quoted {
@@ -162,6 +163,11 @@ impl DatabasePattern {
         glob(&self.tokens, name)
     }
 
+    /// Whether it names one database (no wildcard).
+    pub fn is_literal(&self) -> bool {
+        self.tokens.iter().all(|t| matches!(t, Token::Literal(_)))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -209,6 +215,13 @@ mod tests {
     }
 
     #[test]
+    fn unquoted_names_fold_ascii_letters_only_as_the_server_does() {
+        // `CREATE SCHEMA CafÉ` makes the schema `cafÉ` in a UTF-8 database.
+        assert!(m("CafÉ.*", "cafÉ", "x"));
+        assert!(!m("CafÉ.*", "café", "x"));
+    }
+
+    #[test]
     fn malformed_patterns_are_errors() {
         for bad in ["", "a.", ".b", "a.b.c", "\"open", "two words"] {
             assert!(TablePattern::parse(bad).is_err(), "{bad}");
@@ -229,6 +242,9 @@ mod tests {
         assert!(m("sales.2026", "sales.2026"));
         assert!(DatabasePattern::parse("").is_err());
         assert!(DatabasePattern::parse("a\nb").is_err());
+        let literal = |p: &str| DatabasePattern::parse(p).unwrap().is_literal();
+        assert!(literal("app") && literal("Odd \"Name\"; x"));
+        assert!(!literal("app_*") && !literal("db?"));
     }
 
     #[test]

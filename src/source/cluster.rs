@@ -30,6 +30,13 @@ pub enum ClusterError {
         "no database of the server matches `databases` ({include}){exclude}: a backup of nothing is not taken"
     )]
     NoDatabase { include: String, exclude: String },
+    #[error(
+        "`databases` names '{}', which cannot be backed up: {why}",
+        crate::redact::show(.pattern)
+    )]
+    Unavailable { pattern: String, why: &'static str },
+    #[error("the server's list of databases holds a name that is not UTF-8 (a SQL_ASCII server?)")]
+    NotUtf8,
     #[error("database '{}'", crate::human::name(.database))]
     Database {
         database: String,
@@ -43,46 +50,98 @@ impl ClusterError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ClusterError::Pg(e) => e.is_retryable(),
-            ClusterError::NoDatabase { .. } => false,
+            ClusterError::NoDatabase { .. }
+            | ClusterError::Unavailable { .. }
+            | ClusterError::NotUtf8 => false,
             ClusterError::Database { source, .. } => source.is_retryable(),
         }
     }
 }
 
 /// The databases of the server `client` is connected to that `settings` selects, by name:
-/// never a template, one that refuses connections, or one pgkeep is building (its comment is
-/// a restore's or a drill's mark).
+/// never a template, one that refuses connections (or that an interrupted `DROP DATABASE`
+/// left invalid), or one pgkeep is building (its comment is a restore's or a drill's mark).
+/// A wildcard pattern passes over the databases it may not back up, with a warning; a pattern
+/// without wildcards names a database the run must back up.
 ///
 /// # Errors
-/// The catalog query failed.
+/// The catalog query failed; a pattern without wildcards names no database of the server, or
+/// one that cannot be backed up.
 pub async fn databases(
     client: &Client,
     target: &Target,
     settings: &ClusterSettings,
-) -> Result<Vec<String>, PgError> {
+) -> Result<Vec<String>, ClusterError> {
     let rows = client
         .query(
-            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database \
-             WHERE datallowconn AND NOT datistemplate ORDER BY datname COLLATE \"C\"",
+            "SELECT datname, datistemplate, datallowconn AND datconnlimit <> -2, \
+                    shobj_description(oid, 'pg_database') \
+             FROM pg_catalog.pg_database ORDER BY datname COLLATE \"C\"",
             &[],
         )
         .await
         .map_err(|e| PgError::query("listing the server's databases", &target.describe(), e))?;
+    let text = |row: &tokio_postgres::Row, i: usize| -> Result<Option<String>, ClusterError> {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(|_| ClusterError::NotUtf8)
+    };
     let mut out = Vec::new();
+    let mut named: Vec<&str> = Vec::new();
     for row in &rows {
-        let name: String = row.get(0);
+        let name = text(row, 0)?.unwrap_or_default();
+        let (template, open): (bool, bool) = (row.get(1), row.get(2));
         if !settings.selects(&name) {
             continue;
         }
+        let literal = settings
+            .include
+            .iter()
+            .find(|p| p.is_literal() && p.matches(&name));
+        let refusal = match (template, open) {
+            (true, _) => Some("it is a template"),
+            (false, false) => Some(
+                "it does not accept connections (datallowconn, or left invalid by an interrupted DROP DATABASE)",
+            ),
+            (false, true) => None,
+        };
+        if let Some(why) = refusal {
+            if let Some(pattern) = literal {
+                return Err(ClusterError::Unavailable {
+                    pattern: pattern.as_str().to_string(),
+                    why,
+                });
+            }
+            if !template {
+                tracing::warn!(database = %name, "leaving out a database of the server: {why}");
+            }
+            continue;
+        }
+        if let Some(pattern) = literal {
+            named.push(pattern.as_str());
+        }
         // A restore's new database or a drill's scratch one, while pgkeep builds it: not the
-        // server's data, and gone (renamed or dropped) before long.
-        let comment: Option<String> = row.get(1);
+        // server's data, and gone (renamed or dropped) before long. An undecodable comment is
+        // not pgkeep's mark.
+        let comment = text(row, 3).ok().flatten();
         if comment.as_deref().is_some_and(crate::marker::is_mark) {
             tracing::info!(database = %name, comment = comment.as_deref().unwrap_or_default(),
                 "leaving out a database pgkeep is building (a restore or a drill)");
             continue;
         }
         out.push(name);
+    }
+    let excluded = |p: &crate::pattern::DatabasePattern| {
+        settings.exclude.iter().any(|e| e.matches(p.as_str()))
+    };
+    if let Some(missing) = settings
+        .include
+        .iter()
+        .find(|p| p.is_literal() && !named.contains(&p.as_str()) && !excluded(p))
+    {
+        return Err(ClusterError::Unavailable {
+            pattern: missing.as_str().to_string(),
+            why: "the server has no such database",
+        });
     }
     Ok(out)
 }

@@ -196,19 +196,42 @@ async fn a_server_is_backed_up_in_one_backup_and_every_database_restores_identic
         "{config}\n[catalog]\ndatabase = \"{}\"\n",
         src.url("catalog")
     ));
-    p.run(&["catalog", "sync"]).await.expect_code(0);
+    // A restore of one database of it, before any sync, records the backup as stored.
+    p.run(&[
+        "restore",
+        &id,
+        "--database",
+        "small",
+        "--target",
+        &src.url("small_again"),
+        "--create",
+    ])
+    .await
+    .expect_code(0);
     let client = src.connect("catalog").await;
-    let row = client
-        .query_one(
-            "SELECT kind, backup_id, (SELECT count(*) FROM pgkeep.backup_object o \
-             WHERE o.run_id = r.run_id) FROM pgkeep.backup_run r",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "cluster");
-    assert_eq!(row.get::<_, String>(1), id);
-    assert_eq!(row.get::<_, i64>(2), 4);
+    let recorded = async || {
+        let row = client
+            .query_one(
+                "SELECT kind, backup_id, (SELECT count(*) FROM pgkeep.backup_object o \
+                 WHERE o.run_id = r.run_id), (SELECT string_agg(kind || ' ' || status, ',') \
+                 FROM pgkeep.restore_run x WHERE x.run_id = r.run_id) FROM pgkeep.backup_run r",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (kind, backup, objects, restores): (String, String, i64, String) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        (kind, backup, objects, restores)
+    };
+    let expected = (
+        "cluster".to_string(),
+        id.clone(),
+        4,
+        "restore succeeded".to_string(),
+    );
+    assert_eq!(recorded().await, expected);
+    p.run(&["catalog", "sync"]).await.expect_code(0);
+    assert_eq!(recorded().await, expected);
 }
 
 /// `pgkeep backup` that must fail: its error line, after checking that nothing of the run is
@@ -304,6 +327,37 @@ async fn a_database_failing_part_way_fails_the_run_and_commits_nothing() {
     let line = fails_leaving_nothing(&p).await;
     assert!(line.contains("no database of the server matches"), "{line}");
 
+    // A name without wildcards is a database the run must back up: one the server lacks (a
+    // typo), or one that refuses connections, fails the run instead of being passed over; a
+    // wildcard passes over the closed one with a warning.
+    let closed = format!("{prefix}_closed");
+    pg.psql_sql(
+        "postgres",
+        &format!(
+            "CREATE DATABASE {c}; ALTER DATABASE {c} ALLOW_CONNECTIONS false;",
+            c = quote_ident(&closed)
+        ),
+    )
+    .await;
+    for (named, why) in [
+        (format!("{prefix}_typo"), "the server has no such database"),
+        (closed.clone(), "it does not accept connections"),
+        ("template1".to_string(), "it is a template"),
+    ] {
+        let p = Pgkeep::configured(|store| {
+            Toml::local(store)
+                .job("server", "dump", &pg.url("postgres"))
+                .set("databases", &[names[0].as_str(), named.as_str()][..])
+        });
+        let line = fails_leaving_nothing(&p).await;
+        assert!(
+            line.contains(&format!(
+                "`databases` names '{named}', which cannot be backed up: {why}"
+            )),
+            "{line}"
+        );
+    }
+
     // With the role allowed in again, the same job commits all three.
     pg.psql_sql(
         "postgres",
@@ -314,9 +368,29 @@ async fn a_database_failing_part_way_fails_the_run_and_commits_nothing() {
     )
     .await;
     let p = Pgkeep::configured(|store| job(store, &pg.url_as(&role, None, "postgres")));
-    let id = p.backup_ok().await;
-    let m = manifest(&p, "server", &id);
-    assert_eq!(m["databases"].as_array().unwrap().len(), 3, "{m:#}");
+    let r = p.run(&["backup"]).await.expect_code(0);
+    assert!(
+        r.stderr.contains("leaving out a database of the server") && r.stderr.contains(&closed),
+        "{}",
+        r.stderr
+    );
+    let m = manifest(&p, "server", &r.last_line());
+    let backed_up: Vec<&str> = m["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(backed_up, names, "{m:#}");
+    pg.psql_sql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            quote_ident(&closed)
+        ),
+    )
+    .await;
+    pg.drop_db(&closed).await;
     for n in &names {
         pg.drop_db(n).await;
     }

@@ -26,6 +26,10 @@ use retry::{RetryPolicy, Verdict};
 /// How long one attempt at a notification may take, connection included.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How much of a receiver's answer is read (it is not used; reading it lets the connection be
+/// reused).
+const ANSWER_MAX_BYTES: usize = 64 << 10;
+
 /// How a run ended, for its notifications.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -214,7 +218,9 @@ impl Notifier {
             };
             let wait = self.retry.wait(attempt, retry_after);
             // Another attempt only if it has a second or more of the total left after the wait.
-            let room = Instant::now() + wait + Duration::from_secs(1) <= deadline;
+            let room = Instant::now()
+                .checked_add(wait + Duration::from_secs(1))
+                .is_some_and(|then| then <= deadline);
             if verdict == Verdict::GiveUp || attempt >= self.retry.attempts || !room {
                 tracing::warn!(job, target = %target, attempt, error = %failure, "notification failed");
                 return;
@@ -245,8 +251,11 @@ impl Notifier {
             let response = self.client.request(request).await?;
             let status = response.status();
             let retry_after = retry::retry_after(response.headers().get(RETRY_AFTER));
-            // Read the (small) answer so the connection can be reused.
-            let _ = response.into_body().collect().await;
+            // Read the answer so the connection can be reused; a receiver that sends more
+            // than a page is not read further.
+            let _ = http_body_util::Limited::new(response.into_body(), ANSWER_MAX_BYTES)
+                .collect()
+                .await;
             Ok::<_, hyper_util::client::legacy::Error>((status, retry_after))
         };
         Ok(match tokio::time::timeout(limit, exchange).await {

@@ -26,12 +26,14 @@ impl RetryPolicy {
     };
 
     /// The wait after failed attempt `attempt` (from 1), or the server's `Retry-After` when it
-    /// gave one.
+    /// gave one; never more than `total` (a receiver may answer any number).
     pub fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        retry_after.unwrap_or_else(|| {
-            self.backoff
-                .saturating_mul(1 << attempt.saturating_sub(1).min(10))
-        })
+        retry_after
+            .unwrap_or_else(|| {
+                self.backoff
+                    .saturating_mul(1 << attempt.saturating_sub(1).min(10))
+            })
+            .min(self.total)
     }
 }
 
@@ -109,6 +111,8 @@ mod tests {
         );
         let header = hyper::header::HeaderValue::from_static(" 5 ");
         assert_eq!(retry_after(Some(&header)), Some(Duration::from_secs(5)));
+        let huge = hyper::header::HeaderValue::from_static("18446744073709551615");
+        assert_eq!(p.wait(1, retry_after(Some(&huge))), p.total);
         let date = hyper::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
         assert_eq!(retry_after(Some(&date)), None);
         assert_eq!(retry_after(None), None);

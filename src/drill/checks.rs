@@ -173,13 +173,25 @@ pub async fn run(client: &Client, describe: &str, manifest: &Manifest) -> Result
     }
 
     for s in &manifest.sequences {
+        checked.sequences += 1;
+        // The name is the manifest's: quoted again from its parts, never pasted into SQL.
+        let Some((schema, name)) = introspect::split_qualified(&s.name) else {
+            checked.failures.push(Failure {
+                relation: s.name.clone(),
+                difference: "the backup records a sequence name that is not a quoted schema.name"
+                    .into(),
+            });
+            continue;
+        };
         let got = client
             .query_opt(
-                &format!("SELECT last_value, is_called FROM {}", s.name),
+                &format!(
+                    "SELECT last_value, is_called FROM {}",
+                    introspect::qualify(&schema, &name)
+                ),
                 &[],
             )
             .await;
-        checked.sequences += 1;
         let difference = match got {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
                 Some("missing from the restored database".to_string())

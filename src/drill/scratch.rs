@@ -50,14 +50,23 @@ impl Server {
             .await
             .map_err(self.error("creating the drill's scratch database"))?;
         let mark = crate::marker::mark(&format!("{MARK} of backup {backup} of job {job}"));
-        self.client
+        let marked = self
+            .client
             .batch_execute(&format!(
                 "COMMENT ON DATABASE {} IS {}",
                 quote_ident(name),
                 crate::pg::quote_literal(&mark)
             ))
             .await
-            .map_err(self.error("marking the drill's scratch database"))
+            .map_err(self.error("marking the drill's scratch database"));
+        if marked.is_err() {
+            // Unmarked, no sweep would ever recognise it: drop it now.
+            if let Err(e) = self.drop(name).await {
+                tracing::warn!(database = %name, error = %crate::error::report(&e),
+                    "could not drop the unmarked scratch database; drop it by hand");
+            }
+        }
+        marked
     }
 
     /// Drops `name`, ending its sessions.

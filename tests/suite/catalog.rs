@@ -14,7 +14,7 @@ async fn catalog_db(prefix: &str) -> (String, tokio_postgres::Client) {
     let c = cluster();
     let db = c.create_db(prefix).await;
     let mut client = c.connect(&db).await;
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(4));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(5));
     (db, client)
 }
 
@@ -64,7 +64,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         pgkeep::migrate::current_version(&client, CATALOG_MIGRATIONS_TABLE)
             .await
             .unwrap(),
-        Some(4)
+        Some(5)
     );
     for t in [
         "pgkeep.backup_run",
@@ -81,7 +81,7 @@ async fn catalog_migrations_apply_once_through_the_cli() {
         assert!(found, "{t}");
     }
     // The library's prepare agrees with the CLI's run.
-    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(4));
+    assert_eq!(catalog::prepare(&mut client).await.unwrap(), Some(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,6 +368,12 @@ async fn constraints_reject_impossible_rows() {
              SELECT run_id, 'postgres://app:s3cret@db:5432/app', 'succeeded', now(), now() \
              FROM pgkeep.backup_run WHERE backup_id = 'b1'",
         ),
+        (
+            "an unknown restore kind",
+            "INSERT INTO pgkeep.restore_run (run_id, kind, target, status, started_at, finished_at) \
+             SELECT run_id, 'rehearsal', 'app@db:5432/app', 'succeeded', now(), now() \
+             FROM pgkeep.backup_run WHERE backup_id = 'b1'",
+        ),
     ];
     for (what, sql) in cases {
         let e = client.batch_execute(sql).await.expect_err(what);
@@ -393,6 +399,9 @@ async fn constraints_reject_impossible_rows() {
                FROM pgkeep.backup_run WHERE backup_id = 'b1';\n\
              INSERT INTO pgkeep.restore_run (run_id, target, status, started_at, finished_at) \
              SELECT run_id, 'app@db:5432/app', 'succeeded', now(), now() \
+               FROM pgkeep.backup_run WHERE backup_id = 'b1';\n\
+             INSERT INTO pgkeep.restore_run (run_id, kind, target, status, started_at, finished_at) \
+             SELECT run_id, 'roles', 'app@db:5432/postgres', 'succeeded', now(), now() \
                FROM pgkeep.backup_run WHERE backup_id = 'b1';",
         )
         .await
